@@ -1,0 +1,1 @@
+"""Laterne api layer."""

@@ -1,0 +1,1 @@
+"""Laterne drivers layer."""

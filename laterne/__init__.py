@@ -1,0 +1,1 @@
+"""Laterne: street lighting and public-building HVAC control."""

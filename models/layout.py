@@ -1,0 +1,167 @@
+"""The site compiled into arrays: the index every observation, command and plant state uses.
+
+Rule: a :class:`SiteLayout` is built once from a validated :class:`SiteConfig` and never changes.
+Segment ``i``, counter channel ``c`` and zone ``z`` mean the same thing in the policy, the safety
+filter, the runtime, the simulator and the API. Bounds here are already the intersection of the
+site's limits and the device profile's limits, so the safety filter checks one pair of arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import numpy.typing as npt
+
+from .site import PointRef, SiteConfig
+from .values import BoolArray, FloatArray
+
+__all__ = ["SiteLayout", "WEEKDAYS"]
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+IdxArray = npt.NDArray[np.intp]
+
+
+def _wrap_of(type_: str) -> float:
+    return {"u16": 2.0**16, "u32": 2.0**32, "u64": 2.0**64}.get(type_, 0.0)
+
+
+@dataclass(frozen=True, eq=False)
+class SiteLayout:
+    """Arrays indexed by segment (S), counter channel (C), zone (Z) and building (N)."""
+
+    site_name: str
+    timezone: ZoneInfo
+    latitude_deg: float
+    longitude_deg: float
+    # segments
+    segment_ids: tuple[str, ...]
+    seg_controller: tuple[PointRef, ...]
+    seg_power: tuple[PointRef | None, ...]
+    seg_energy: tuple[PointRef | None, ...]
+    seg_luminaires: npt.NDArray[np.int64]
+    seg_rated_power_w: FloatArray  # one luminaire [W]
+    seg_min_dim_pct: FloatArray
+    seg_max_dim_pct: FloatArray
+    seg_failsafe_dim_pct: FloatArray
+    seg_has_counter: BoolArray
+    band_min_flow_veh_h: FloatArray  # (S, B), padded with +inf
+    band_dim_pct: FloatArray  # (S, B)
+    band_class: tuple[tuple[str, ...], ...]
+    # counter channels
+    channels: tuple[PointRef, ...]
+    channel_wrap: FloatArray  # modulus of the counter, 0 = does not wrap
+    pair_segment: IdxArray  # channel -> segment pairs (a channel may feed several segments)
+    pair_channel: IdxArray
+    # zones
+    zone_ids: tuple[str, ...]  # "building.zone"
+    zone_building: IdxArray
+    zone_temperature: tuple[PointRef, ...]
+    zone_setpoint: tuple[PointRef, ...]
+    zone_occupied_c: FloatArray
+    zone_setback_c: FloatArray
+    zone_default_c: FloatArray
+    zone_min_c: FloatArray
+    zone_max_c: FloatArray
+    zone_occupancy: BoolArray  # (Z, 7, 1440): occupied by weekday and local minute
+    zone_area_m2: FloatArray
+    # buildings
+    building_ids: tuple[str, ...]
+    building_outdoor: tuple[PointRef | None, ...]
+    building_power: tuple[PointRef | None, ...]
+    building_energy: tuple[PointRef | None, ...]
+
+    @property
+    def n_segments(self) -> int:
+        return len(self.segment_ids)
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.channels)
+
+    @property
+    def n_zones(self) -> int:
+        return len(self.zone_ids)
+
+    @classmethod
+    def from_config(cls, cfg: SiteConfig) -> SiteLayout:
+        segs = cfg.segments
+        s_n = len(segs)
+        b_max = max((len(s.bands) for s in segs), default=1)
+        band_flow = np.full((s_n, b_max), np.inf)
+        band_dim = np.zeros((s_n, b_max))
+        seg_min = np.zeros(s_n)
+        seg_max = np.zeros(s_n)
+        channels: list[PointRef] = []
+        chan_index: dict[tuple[str, str], int] = {}
+        pair_s: list[int] = []
+        pair_c: list[int] = []
+        for i, s in enumerate(segs):
+            for j, b in enumerate(s.bands):
+                band_flow[i, j] = b.min_flow_veh_h
+                band_dim[i, j] = b.dim_pct
+            spec = cfg.point(s.controller)
+            seg_min[i] = max(s.min_dim_pct, spec.min if spec.min is not None else -np.inf)
+            seg_max[i] = min(s.max_dim_pct, spec.max if spec.max is not None else np.inf)
+            for ref in s.counters:
+                key = (ref.device, ref.point)
+                if key not in chan_index:
+                    chan_index[key] = len(channels)
+                    channels.append(ref)
+                pair_s.append(i)
+                pair_c.append(chan_index[key])
+
+        zones = [(bi, b, z) for bi, b in enumerate(cfg.buildings) for z in b.zones]
+        z_n = len(zones)
+        occ = np.zeros((z_n, 7, 1440), dtype=bool)
+        z_min = np.zeros(z_n)
+        z_max = np.zeros(z_n)
+        for k, (_bi, _b, z) in enumerate(zones):
+            for period in z.occupancy:
+                for day in period.days:
+                    occ[k, WEEKDAYS.index(day), period.start_minute : period.end_minute] = True
+            spec = cfg.point(z.setpoint)
+            z_min[k] = max(z.min_setpoint_c, spec.min if spec.min is not None else -np.inf)
+            z_max[k] = min(z.max_setpoint_c, spec.max if spec.max is not None else np.inf)
+
+        return cls(
+            site_name=cfg.site.name,
+            timezone=ZoneInfo(cfg.site.timezone),
+            latitude_deg=cfg.site.latitude,
+            longitude_deg=cfg.site.longitude,
+            segment_ids=tuple(s.id for s in segs),
+            seg_controller=tuple(s.controller for s in segs),
+            seg_power=tuple(s.power for s in segs),
+            seg_energy=tuple(s.energy for s in segs),
+            seg_luminaires=np.array([s.luminaires for s in segs], dtype=np.int64),
+            seg_rated_power_w=np.array([s.rated_power_w for s in segs], dtype=float),
+            seg_min_dim_pct=seg_min,
+            seg_max_dim_pct=seg_max,
+            seg_failsafe_dim_pct=np.clip(
+                np.array([s.failsafe_dim_pct for s in segs], dtype=float), seg_min, seg_max
+            ),
+            seg_has_counter=np.array([bool(s.counters) for s in segs], dtype=bool),
+            band_min_flow_veh_h=band_flow,
+            band_dim_pct=band_dim,
+            band_class=tuple(tuple(b.lighting_class for b in s.bands) for s in segs),
+            channels=tuple(channels),
+            channel_wrap=np.array([_wrap_of(cfg.point(c).type) for c in channels], dtype=float),
+            pair_segment=np.array(pair_s, dtype=np.intp),
+            pair_channel=np.array(pair_c, dtype=np.intp),
+            zone_ids=tuple(f"{b.id}.{z.id}" for _bi, b, z in zones),
+            zone_building=np.array([bi for bi, _b, _z in zones], dtype=np.intp),
+            zone_temperature=tuple(z.temperature for _bi, _b, z in zones),
+            zone_setpoint=tuple(z.setpoint for _bi, _b, z in zones),
+            zone_occupied_c=np.array([z.occupied_setpoint_c for *_, z in zones], dtype=float),
+            zone_setback_c=np.array([z.setback_setpoint_c for *_, z in zones], dtype=float),
+            zone_default_c=np.array([z.default_setpoint_c for *_, z in zones], dtype=float),
+            zone_min_c=z_min,
+            zone_max_c=z_max,
+            zone_occupancy=occ,
+            zone_area_m2=np.array([z.area_m2 for *_, z in zones], dtype=float),
+            building_ids=tuple(b.id for b in cfg.buildings),
+            building_outdoor=tuple(b.outdoor_temperature for b in cfg.buildings),
+            building_power=tuple(b.heating_power for b in cfg.buildings),
+            building_energy=tuple(b.heating_energy for b in cfg.buildings),
+        )

@@ -1,0 +1,127 @@
+"""Value types that cross layer boundaries: point readings, device state, observations, commands.
+
+Rule: everything here is immutable and carries its units and its quality. A failed read is never
+``None``: it is a :class:`PointReading` whose ``quality`` says why it cannot be trusted. Arrays are
+indexed by the :class:`~laterne.models.layout.SiteLayout` of the site (segment, counter channel,
+zone), never by Python objects, so a cycle over thousands of luminaires is a few numpy operations.
+All datetimes are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import IntEnum, StrEnum
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "Commands",
+    "DeviceState",
+    "FloatArray",
+    "BoolArray",
+    "Observation",
+    "PointReading",
+    "PointWrite",
+    "Quality",
+    "Reason",
+]
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.int8]
+
+
+class Quality(StrEnum):
+    """How far a value can be trusted. Ordered from best to worst."""
+
+    GOOD = "good"
+    STALE = "stale"  # last good value older than the configured limit
+    FAULTY = "faulty"  # device answered, but the value is impossible or did not read back
+    OFFLINE = "offline"  # device did not answer
+
+
+@dataclass(frozen=True, slots=True)
+class PointReading:
+    """One decoded value of one point. ``value`` is NaN unless quality is GOOD or STALE."""
+
+    device_id: str
+    point: str
+    value: float
+    quality: Quality
+    ts: datetime  # when it was read (UTC)
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceState:
+    """What a maintenance crew needs to know about one device."""
+
+    device_id: str
+    quality: Quality
+    last_good_at: datetime | None  # None: never answered since start
+    last_error: str
+    since: datetime  # when the device entered this quality
+
+
+@dataclass(frozen=True, slots=True)
+class PointWrite:
+    """A command to one point of one device, in engineering units, with who and why."""
+
+    device_id: str
+    point: str
+    value: float
+    reason: str
+    source: str = "policy"
+
+
+class Reason(IntEnum):
+    """Why a command has its value; stored per segment/zone in :class:`Commands`."""
+
+    TRAFFIC = 0  # lighting class chosen from measured traffic
+    DAYLIGHT = 1  # sun above the switch-off elevation
+    FAILSAFE = 2  # data missing or stale: configured fail-safe level
+    OCCUPIED = 3  # occupancy schedule: comfort setpoint
+    SETBACK = 4  # outside occupancy: night/weekend setback
+    CLAMPED = 5  # safety filter moved the value into its bounds
+    RAMPED = 6  # safety filter limited the change per cycle
+    OVERRIDE = 7  # manual override in force
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything the policy may know about the field at one instant.
+
+    Parameters
+    ----------
+    ts : aware UTC datetime of the observation
+    counter_veh : cumulative vehicle count per counter channel [veh], NaN where not good
+    counter_ok : True where the channel's reading is GOOD
+    zone_temp_c : air temperature per zone [°C], NaN where not good
+    zone_ok : True where the zone's temperature is GOOD
+    segment_ok : True where the segment controller answered (its command can be written)
+    outdoor_temp_c : per building [°C], NaN where unknown
+    """
+
+    ts: datetime
+    counter_veh: FloatArray
+    counter_ok: BoolArray
+    zone_temp_c: FloatArray
+    zone_ok: BoolArray
+    segment_ok: BoolArray
+    outdoor_temp_c: FloatArray = field(default_factory=lambda: np.zeros(0))
+
+
+@dataclass(frozen=True)
+class Commands:
+    """Desired outputs of one cycle, indexed like the layout, with a reason code for each."""
+
+    dim_pct: FloatArray  # per segment [%]
+    dim_reason: IntArray
+    setpoint_c: FloatArray  # per zone [°C]
+    setpoint_reason: IntArray
