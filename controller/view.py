@@ -1,0 +1,36 @@
+"""What the API may ask of a running site: the read side and the command side, as one Protocol.
+
+Rule: the API depends on this Protocol only, never on a driver or the runtime's internals. The
+runtime implements it; tests may implement it with plain data.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+from laterne.models.snapshot import CommandRecord, SiteSnapshot
+from laterne.models.values import PointReading
+
+__all__ = ["SiteView"]
+
+
+class SiteView(Protocol):
+    def snapshot(self) -> SiteSnapshot:
+        """State after the last completed control cycle."""
+        ...
+
+    def recent_commands(self, limit: int = 100, device_id: str | None = None) -> list[CommandRecord]:
+        """Most recent commands first, optionally of one device."""
+        ...
+
+    def readings(
+        self,
+        device_id: str,
+        point: str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[PointReading]:
+        """Recorded readings of one point, oldest first, within [since, until)."""
+        ...
