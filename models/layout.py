@@ -45,6 +45,7 @@ class SiteLayout:
     seg_min_dim_pct: FloatArray
     seg_max_dim_pct: FloatArray
     seg_failsafe_dim_pct: FloatArray
+    seg_off_allowed: BoolArray  # the controller accepts 0 % (switched off), e.g. by day
     seg_has_counter: BoolArray
     band_min_flow_veh_h: FloatArray  # (S, B), padded with +inf
     band_dim_pct: FloatArray  # (S, B)
@@ -93,6 +94,7 @@ class SiteLayout:
         band_dim = np.zeros((s_n, b_max))
         seg_min = np.zeros(s_n)
         seg_max = np.zeros(s_n)
+        seg_off = np.zeros(s_n, dtype=bool)
         channels: list[PointRef] = []
         chan_index: dict[tuple[str, str], int] = {}
         pair_s: list[int] = []
@@ -104,6 +106,7 @@ class SiteLayout:
             spec = cfg.point(s.controller)
             seg_min[i] = max(s.min_dim_pct, spec.min if spec.min is not None else -np.inf)
             seg_max[i] = min(s.max_dim_pct, spec.max if spec.max is not None else np.inf)
+            seg_off[i] = spec.min is None or spec.min <= 0
             for ref in s.counters:
                 key = (ref.device, ref.point)
                 if key not in chan_index:
@@ -141,6 +144,7 @@ class SiteLayout:
             seg_failsafe_dim_pct=np.clip(
                 np.array([s.failsafe_dim_pct for s in segs], dtype=float), seg_min, seg_max
             ),
+            seg_off_allowed=seg_off,
             seg_has_counter=np.array([bool(s.counters) for s in segs], dtype=bool),
             band_min_flow_veh_h=band_flow,
             band_dim_pct=band_dim,

@@ -1,0 +1,88 @@
+"""The safety filter: every rule that stands between a policy's wish and a device.
+
+Rule 1: every bound, ramp and fail-safe rule lives in this file, and nothing reaches a device
+without passing :func:`apply_safety`. The filter is pure: arrays in, arrays out.
+
+Theory of operation
+-------------------
+Applied in this order, per segment and per zone:
+
+1. **Fail-safe on missing data.** A dim wish that is not a finite number (the policy could not
+   decide, e.g. its traffic data is missing or stale) becomes the segment's ``failsafe_dim_pct``.
+   A zone whose temperature is not GOOD in this observation, or whose wish is not finite, gets its
+   ``default_setpoint_c``.
+2. **Ramp limit.** A dim level moves at most ``max_dim_step_pct`` per cycle from the level last
+   commanded (switching off by day and going to fail-safe are not limited: fail-safe must be
+   immediate, and off is the daylight rule).
+3. **Bounds.** A lit segment is clamped to ``[min_dim_pct, max_dim_pct]`` (the intersection of
+   the site's limits and the controller's point bounds); 0 % (off) is allowed only where the
+   controller's bounds include 0. A setpoint is clamped to ``[min_setpoint_c, max_setpoint_c]``.
+
+Each changed value gets the reason code of the rule that changed it, so the history shows why.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from laterne.models.layout import SiteLayout
+from laterne.models.site import PolicyParams
+from laterne.models.values import Commands, Observation, Reason
+
+__all__ = ["apply_safety", "within_bounds"]
+
+
+def apply_safety(
+    layout: SiteLayout,
+    params: PolicyParams,
+    wish: Commands,
+    obs: Observation,
+    last: Commands | None,
+) -> Commands:
+    """Return commands that are safe to send. ``last`` is what was commanded the cycle before."""
+    dim = wish.dim_pct.astype(float)
+    dim_reason = wish.dim_reason.copy()
+
+    # 1. fail-safe
+    unknown = ~np.isfinite(dim)
+    dim = np.where(unknown, layout.seg_failsafe_dim_pct, dim)
+    dim_reason[unknown] = Reason.FAILSAFE
+
+    # 2. ramp (only between lit levels decided by the policy)
+    if last is not None and params.max_dim_step_pct < 100:
+        prev = last.dim_pct
+        step = params.max_dim_step_pct
+        rampable = ~unknown & (dim > 0) & np.isfinite(prev)
+        ramped = np.clip(dim, prev - step, prev + step)
+        changed = rampable & (ramped != dim)
+        dim = np.where(rampable, ramped, dim)
+        dim_reason[changed] = Reason.RAMPED
+
+    # 3. bounds
+    off = (dim <= 0) & layout.seg_off_allowed
+    clamped = np.clip(dim, layout.seg_min_dim_pct, layout.seg_max_dim_pct)
+    clamped = np.where(off, 0.0, clamped)
+    moved = clamped != dim
+    dim_reason[moved] = Reason.CLAMPED
+    dim = clamped
+
+    sp = wish.setpoint_c.astype(float)
+    sp_reason = wish.setpoint_reason.copy()
+    sp_unknown = ~obs.zone_ok | ~np.isfinite(sp)
+    sp = np.where(sp_unknown, layout.zone_default_c, sp)
+    sp_reason[sp_unknown] = Reason.FAILSAFE
+    sp_clamped = np.clip(sp, layout.zone_min_c, layout.zone_max_c)
+    sp_reason[sp_clamped != sp] = Reason.CLAMPED
+
+    return Commands(
+        dim_pct=dim, dim_reason=dim_reason, setpoint_c=sp_clamped, setpoint_reason=sp_reason
+    )
+
+
+def within_bounds(layout: SiteLayout, cmds: Commands) -> bool:
+    """True when every command lies within the layout's bounds (the filter's postcondition)."""
+    dim_ok = ((cmds.dim_pct >= layout.seg_min_dim_pct) & (cmds.dim_pct <= layout.seg_max_dim_pct)) | (
+        (cmds.dim_pct == 0) & layout.seg_off_allowed
+    )
+    sp_ok = (cmds.setpoint_c >= layout.zone_min_c) & (cmds.setpoint_c <= layout.zone_max_c)
+    return bool(np.all(dim_ok) and np.all(sp_ok))

@@ -1,0 +1,122 @@
+"""Build the read-only :class:`SiteSnapshot` the API serves from the runtime's current state.
+
+Rule: pure; NaN never leaves this module (JSON has no NaN): an unknown number is ``None``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import datetime
+
+from laterne.models.layout import SiteLayout
+from laterne.models.site import ModbusEndpoint, PointRef, SiteConfig
+from laterne.models.snapshot import (
+    BuildingView,
+    DeviceView,
+    PointView,
+    SegmentView,
+    SiteSnapshot,
+    ZoneView,
+)
+from laterne.models.values import Commands, DeviceState, PointReading, Quality, Reason
+
+from .observe import ReadingKey
+from .policy import PolicyState
+
+__all__ = ["build_snapshot"]
+
+
+def _num(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _value(latest: Mapping[ReadingKey, PointReading], ref: PointRef | None) -> float | None:
+    if ref is None:
+        return None
+    r = latest.get((ref.device, ref.point))
+    if r is None or r.quality is not Quality.GOOD:
+        return None
+    return _num(r.value)
+
+
+def build_snapshot(
+    site: SiteConfig,
+    layout: SiteLayout,
+    ts: datetime | None,
+    cycle: int,
+    state: PolicyState,
+    cmds: Commands | None,
+    latest: Mapping[ReadingKey, PointReading],
+    devices: Mapping[str, DeviceState],
+) -> SiteSnapshot:
+    device_views = []
+    for d in site.devices:
+        prof = site.profiles[d.profile]
+        ep = d.endpoint
+        endpoint = f"{ep.host}:{ep.port}/{ep.unit_id}" if isinstance(ep, ModbusEndpoint) else ep.url
+        st = devices[d.id]
+        points = []
+        for name, spec in prof.points.items():
+            r = latest.get((d.id, name))
+            points.append(
+                PointView(
+                    point=name,
+                    value=_num(r.value) if r is not None else None,
+                    unit=spec.unit,
+                    quality=r.quality if r is not None else Quality.OFFLINE,
+                    ts=r.ts if r is not None else None,
+                )
+            )
+        device_views.append(
+            DeviceView(
+                id=d.id, profile=d.profile, protocol=prof.protocol, endpoint=endpoint,
+                quality=st.quality, since=st.since, last_good_at=st.last_good_at,
+                last_error=st.last_error, points=points,
+            )
+        )
+
+    segments = []
+    for i, s in enumerate(site.segments):
+        dim = float(cmds.dim_pct[i]) if cmds is not None else layout.seg_failsafe_dim_pct[i]
+        reason = Reason(int(cmds.dim_reason[i])).label if cmds is not None else "not started"
+        band = int(state.segment_band[i])
+        flow = _num(float(state.segment_flow_veh_h[i]))
+        segments.append(
+            SegmentView(
+                id=s.id, name=s.name, road_type=s.road_type, luminaires=s.luminaires,
+                rated_power_w=s.rated_power_w, flow_veh_h=flow,
+                lighting_class=layout.band_class[i][band] if flow is not None else "",
+                dim_pct=float(dim), reason=reason,
+                measured_power_w=_value(latest, s.power),
+                online=devices[s.controller.device].quality is not Quality.OFFLINE,
+            )
+        )
+
+    buildings = []
+    z = 0
+    for bi, b in enumerate(site.buildings):
+        zones = []
+        for zone in b.zones:
+            sp = float(cmds.setpoint_c[z]) if cmds is not None else float(layout.zone_default_c[z])
+            reason = Reason(int(cmds.setpoint_reason[z])).label if cmds is not None else "not started"
+            zones.append(
+                ZoneView(
+                    id=zone.id, temperature_c=_value(latest, zone.temperature), setpoint_c=sp,
+                    reason=reason, occupied=bool(state.zone_occupied[z]),
+                )
+            )
+            z += 1
+        buildings.append(
+            BuildingView(
+                id=b.id, name=b.name,
+                outdoor_temp_c=_value(latest, layout.building_outdoor[bi]),
+                heating_power_kw=_value(latest, layout.building_power[bi]),
+                zones=zones,
+            )
+        )
+    return SiteSnapshot(
+        site=site.site.name, ts=ts, cycle=cycle,
+        sun_elevation_deg=_num(state.sun_elevation_deg),
+        devices=device_views, segments=segments, buildings=buildings,
+    )

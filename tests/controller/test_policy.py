@@ -1,0 +1,160 @@
+"""The policy's decisions on table-driven cases (pure: no I/O, no clock)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from laterne.controller.policy import Policy, PolicyState
+from laterne.models.layout import SiteLayout
+from laterne.models.site import SiteConfig
+from laterne.models.values import Observation, Reason
+
+# demo channels: 0 north.lane1, 1 north.lane2, 2 east.lane1, 3 east.lane2
+# segments: 0 bahnhofstr (ch 0+1), 1 elberfelder (ch 2+3), 2 lindenweg (ch 3)
+NIGHT = datetime(2026, 11, 25, 23, 0, tzinfo=UTC)  # Wednesday, 00:00 local
+NOON = datetime(2026, 11, 25, 11, 0, tzinfo=UTC)  # 12:00 local
+
+
+def obs(layout: SiteLayout, now: datetime, counts: list[float], ok: list[bool] | None = None,
+        temps: tuple[float, float] = (20.0, 18.0)) -> Observation:
+    c = np.array(counts, dtype=float)
+    okk = np.array(ok if ok is not None else [True] * len(counts))
+    return Observation(
+        ts=now,
+        counter_veh=np.where(okk, c, np.nan),
+        counter_ok=okk,
+        zone_temp_c=np.array(temps),
+        zone_ok=np.ones(2, dtype=bool),
+        segment_ok=np.ones(layout.n_segments, dtype=bool),
+    )
+
+
+def run(policy: Policy, layout: SiteLayout, start: datetime, dt_s: float,
+        counts0: list[float], rates_veh_h: list[float]) -> tuple[PolicyState, object]:
+    """Two observations ``dt_s`` apart whose counts grow at the given per-channel rates."""
+    s = policy.initial_state()
+    s, _ = policy.step(s, obs(layout, start, counts0), start)
+    later = start + timedelta(seconds=dt_s)
+    counts1 = [c + r * dt_s / 3600 for c, r in zip(counts0, rates_veh_h, strict=True)]
+    return policy.step(s, obs(layout, later, counts1), later)
+
+
+@pytest.fixture
+def policy(demo_site: SiteConfig, demo_layout: SiteLayout) -> Policy:
+    return Policy(demo_layout, demo_site.policy)
+
+
+@pytest.mark.parametrize(
+    ("rates", "expected_dim", "expected_class"),
+    [
+        # busy main road, quiet side streets
+        ([500, 500, 20, 10], [100, 30, 20], ["M2", "M5", "P5"]),
+        # medium main road (150..400 -> M4), collector 100..300 -> M4, residential 60..200 -> P4
+        ([100, 100, 50, 100], [50, 60, 40], ["M4", "M4", "P4"]),
+        # everything empty: lowest bands
+        ([0, 0, 0, 0], [30, 30, 20], ["M5", "M5", "P5"]),
+        # heavy everywhere
+        ([600, 600, 400, 400], [100, 100, 70], ["M2", "M3", "P3"]),
+    ],
+)
+def test_night_dimming_follows_traffic_band(policy: Policy, demo_layout: SiteLayout,
+                                             rates: list[float], expected_dim: list[float],
+                                             expected_class: list[str]) -> None:
+    state, cmds = run(policy, demo_layout, NIGHT, 600, [1000.0] * 4, rates)
+    assert cmds.dim_pct.tolist() == expected_dim  # type: ignore[attr-defined]
+    assert all(r == Reason.TRAFFIC for r in cmds.dim_reason)  # type: ignore[attr-defined]
+    classes = [demo_layout.band_class[i][b] for i, b in enumerate(state.segment_band)]
+    assert classes == expected_class
+    np.testing.assert_allclose(
+        state.segment_flow_veh_h,
+        [rates[0] + rates[1], rates[2] + rates[3], rates[3]],
+    )
+
+
+def test_lights_off_in_daylight_whatever_the_traffic(policy: Policy, demo_layout: SiteLayout) -> None:
+    state, cmds = run(policy, demo_layout, NOON, 600, [0.0] * 4, [900, 900, 900, 900])
+    assert cmds.dim_pct.tolist() == [0, 0, 0]  # type: ignore[attr-defined]
+    assert all(r == Reason.DAYLIGHT for r in cmds.dim_reason)  # type: ignore[attr-defined]
+    assert state.sun_elevation_deg > 10
+
+
+def test_counter_wrap_is_not_a_spike(policy: Policy, demo_layout: SiteLayout) -> None:
+    near_wrap = 2.0**32 - 100
+    s = policy.initial_state()
+    s, _ = policy.step(s, obs(demo_layout, NIGHT, [near_wrap] * 4), NIGHT)
+    later = NIGHT + timedelta(hours=1)
+    s, cmds = policy.step(s, obs(demo_layout, later, [50.0] * 4), later)  # wrapped: +150 each
+    np.testing.assert_allclose(s.flow_veh_h, [150.0] * 4)
+
+
+def test_counter_reset_is_ignored_not_taken_as_traffic(policy: Policy, demo_layout: SiteLayout) -> None:
+    s, _ = run(policy, demo_layout, NIGHT, 600, [1_000_000.0] * 4, [100] * 4)
+    later = NIGHT + timedelta(seconds=1200)
+    s2, _ = policy.step(s, obs(demo_layout, later, [0.0] * 4), later)  # device reset to 0
+    np.testing.assert_allclose(s2.flow_veh_h, s.flow_veh_h)
+
+
+def test_missing_traffic_gives_nan_wish_only_at_night(policy: Policy, demo_layout: SiteLayout) -> None:
+    s = policy.initial_state()
+    bad = obs(demo_layout, NIGHT, [0.0] * 4, ok=[False] * 4)
+    _, cmds = policy.step(s, bad, NIGHT)
+    assert np.isnan(cmds.dim_pct).all()
+    _, cmds_day = policy.step(s, obs(demo_layout, NOON, [0.0] * 4, ok=[False] * 4), NOON)
+    assert cmds_day.dim_pct.tolist() == [0, 0, 0]
+
+
+def test_flow_goes_stale_after_limit(policy: Policy, demo_layout: SiteLayout,
+                                     demo_site: SiteConfig) -> None:
+    s, cmds = run(policy, demo_layout, NIGHT, 60, [0.0] * 4, [600, 600, 10, 10])
+    assert np.isfinite(cmds.dim_pct).all()  # type: ignore[attr-defined]
+    # the east counter stops answering; the north one keeps counting at 1200 veh/h in total
+    dt_s = 60 + demo_site.policy.stale_after_s + 1
+    stale_at = NIGHT + timedelta(seconds=dt_s)
+    north = 600 * dt_s / 3600
+    lost = obs(demo_layout, stale_at, [north, north, 0.0, 0.0], ok=[True, True, False, False])
+    _, cmds2 = policy.step(s, lost, stale_at)
+    assert cmds2.dim_pct[0] == 100  # still decided by traffic
+    assert np.isnan(cmds2.dim_pct[1]) and np.isnan(cmds2.dim_pct[2])  # left to the safety filter
+
+
+@pytest.mark.parametrize(
+    ("local", "expected_sp", "expected_reason"),
+    [
+        ("2026-11-25T10:00", [21, 18], [Reason.OCCUPIED, Reason.OCCUPIED]),  # Wednesday
+        ("2026-11-25T06:29", [16, 14], [Reason.SETBACK, Reason.SETBACK]),
+        ("2026-11-25T06:30", [21, 14], [Reason.OCCUPIED, Reason.SETBACK]),
+        ("2026-11-25T20:00", [16, 18], [Reason.SETBACK, Reason.OCCUPIED]),
+        ("2026-11-25T23:30", [16, 14], [Reason.SETBACK, Reason.SETBACK]),
+        ("2026-11-28T10:00", [16, 18], [Reason.SETBACK, Reason.OCCUPIED]),  # Saturday
+        ("2026-11-29T10:00", [16, 14], [Reason.SETBACK, Reason.SETBACK]),  # Sunday
+        ("2026-07-01T10:00", [21, 18], [Reason.OCCUPIED, Reason.OCCUPIED]),  # summer time
+    ],
+)
+def test_heating_setpoints_follow_local_schedule(policy: Policy, demo_layout: SiteLayout,
+                                                 local: str, expected_sp: list[float],
+                                                 expected_reason: list[Reason]) -> None:
+    now = datetime.fromisoformat(local).replace(tzinfo=demo_layout.timezone).astimezone(UTC)
+    _, cmds = policy.step(policy.initial_state(), obs(demo_layout, now, [0.0] * 4), now)
+    assert cmds.setpoint_c.tolist() == expected_sp
+    assert cmds.setpoint_reason.tolist() == [int(r) for r in expected_reason]
+
+
+def test_step_is_pure(policy: Policy, demo_layout: SiteLayout) -> None:
+    s0 = policy.initial_state()
+    o = obs(demo_layout, NIGHT, [10.0, 20.0, 30.0, 40.0])
+    before = (o.counter_veh.copy(), s0.last_count_veh.copy())
+    a_state, a = policy.step(s0, o, NIGHT)
+    b_state, b = policy.step(s0, o, NIGHT)
+    np.testing.assert_array_equal(o.counter_veh, before[0])
+    np.testing.assert_array_equal(s0.last_count_veh, before[1])
+    np.testing.assert_array_equal(a_state.last_count_veh, b_state.last_count_veh)
+    np.testing.assert_array_equal(a.setpoint_c, b.setpoint_c)
+
+
+def test_naive_time_is_refused(policy: Policy, demo_layout: SiteLayout) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        policy.step(policy.initial_state(), obs(demo_layout, NIGHT, [0.0] * 4),
+                    NIGHT.replace(tzinfo=None))

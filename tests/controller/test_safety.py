@@ -1,0 +1,88 @@
+"""The safety filter: fail-safe, ramp and bounds, each rule on its own and its postcondition."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from laterne.controller.safety import apply_safety, within_bounds
+from laterne.models.layout import SiteLayout
+from laterne.models.site import PolicyParams, SiteConfig
+from laterne.models.values import Commands, Observation, Reason
+
+NOW = datetime(2026, 11, 25, 23, 0, tzinfo=UTC)
+NAN = float("nan")
+
+
+def cmds(dim: list[float], sp: list[float], reason: Reason = Reason.TRAFFIC) -> Commands:
+    return Commands(
+        dim_pct=np.array(dim, dtype=float),
+        dim_reason=np.full(len(dim), reason, dtype=np.int8),
+        setpoint_c=np.array(sp, dtype=float),
+        setpoint_reason=np.full(len(sp), Reason.OCCUPIED, dtype=np.int8),
+    )
+
+
+def obs(zone_ok: list[bool]) -> Observation:
+    return Observation(
+        ts=NOW, counter_veh=np.zeros(4), counter_ok=np.ones(4, dtype=bool),
+        zone_temp_c=np.array([20.0, 18.0]), zone_ok=np.array(zone_ok),
+        segment_ok=np.ones(3, dtype=bool),
+    )
+
+
+# demo bounds: dim [20,100], [20,100], [10,100]; failsafe 100, 100, 80; setpoints [12,24], [12,22]
+@pytest.mark.parametrize(
+    ("dim", "expected", "reasons"),
+    [
+        ([50, 50, 50], [50, 50, 50], [Reason.TRAFFIC] * 3),
+        ([NAN, 50, NAN], [100, 50, 80], [Reason.FAILSAFE, Reason.TRAFFIC, Reason.FAILSAFE]),
+        ([5, 150, -3], [20, 100, 0], [Reason.CLAMPED, Reason.CLAMPED, Reason.CLAMPED]),
+        ([0, 0, 0], [0, 0, 0], [Reason.TRAFFIC] * 3),  # off is allowed: controller min is 0
+        ([float("inf"), 30, 15], [100, 30, 15], [Reason.FAILSAFE, Reason.TRAFFIC, Reason.TRAFFIC]),
+    ],
+)
+def test_dim_rules(demo_layout: SiteLayout, demo_site: SiteConfig, dim: list[float],
+                   expected: list[float], reasons: list[Reason]) -> None:
+    out = apply_safety(demo_layout, demo_site.policy, cmds(dim, [21, 18]), obs([True, True]), None)
+    assert out.dim_pct.tolist() == expected
+    assert out.dim_reason.tolist() == [int(r) for r in reasons]
+    assert within_bounds(demo_layout, out)
+
+
+@pytest.mark.parametrize(
+    ("sp", "zone_ok", "expected", "reasons"),
+    [
+        ([21, 18], [True, True], [21, 18], [Reason.OCCUPIED, Reason.OCCUPIED]),
+        ([21, 18], [False, True], [19, 18], [Reason.FAILSAFE, Reason.OCCUPIED]),
+        ([30, 5], [True, True], [24, 12], [Reason.CLAMPED, Reason.CLAMPED]),
+        ([NAN, 18], [True, True], [19, 18], [Reason.FAILSAFE, Reason.OCCUPIED]),
+    ],
+)
+def test_setpoint_rules(demo_layout: SiteLayout, demo_site: SiteConfig, sp: list[float],
+                        zone_ok: list[bool], expected: list[float], reasons: list[Reason]) -> None:
+    out = apply_safety(demo_layout, demo_site.policy, cmds([50, 50, 50], sp), obs(zone_ok), None)
+    assert out.setpoint_c.tolist() == expected
+    assert out.setpoint_reason.tolist() == [int(r) for r in reasons]
+
+
+def test_ramp_limits_lit_changes_but_not_failsafe_or_off(demo_layout: SiteLayout) -> None:
+    params = PolicyParams(max_dim_step_pct=10)
+    last = cmds([30, 30, 30], [21, 18])
+    out = apply_safety(demo_layout, params, cmds([100, NAN, 0], [21, 18]), obs([True, True]), last)
+    assert out.dim_pct.tolist() == [40, 100, 0]
+    assert out.dim_reason.tolist() == [Reason.RAMPED, Reason.FAILSAFE, Reason.TRAFFIC]
+
+
+def test_filter_does_not_mutate_its_input(demo_layout: SiteLayout, demo_site: SiteConfig) -> None:
+    wish = cmds([NAN, 150, 50], [30, 18])
+    apply_safety(demo_layout, demo_site.policy, wish, obs([True, True]), None)
+    assert np.isnan(wish.dim_pct[0]) and wish.dim_pct[1] == 150 and wish.setpoint_c[0] == 30
+    assert wish.dim_reason.tolist() == [Reason.TRAFFIC] * 3
+
+
+def test_within_bounds_detects_violation(demo_layout: SiteLayout) -> None:
+    assert not within_bounds(demo_layout, cmds([10, 50, 50], [21, 18]))  # 10 < min 20
+    assert not within_bounds(demo_layout, cmds([50, 50, 50], [25, 18]))
