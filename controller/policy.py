@@ -114,10 +114,10 @@ class Policy:
             lay.pair_segment, weights=(~fresh)[lay.pair_channel].astype(float), minlength=seg_n
         )
         seg_known = lay.seg_has_counter & (missing == 0)
-        seg_flow = np.where(seg_known, seg_flow, np.nan)
+        seg_flow_veh_h: FloatArray = np.where(seg_known, seg_flow, np.nan).astype(float)
 
         # --- lighting: band per segment, daylight off ------------------------------------
-        reached = lay.band_min_flow_veh_h <= np.where(seg_known, seg_flow, 0.0)[:, None]
+        reached = lay.band_min_flow_veh_h <= np.where(seg_known, seg_flow_veh_h, 0.0)[:, None]
         band = np.maximum(reached.sum(axis=1) - 1, 0)
         wish = lay.band_dim_pct[np.arange(seg_n), band]
         wish = np.where(seg_known, wish, np.nan)
@@ -140,7 +140,7 @@ class Policy:
             flow_veh_h=flow,
             flow_s=flow_s,
             sun_elevation_deg=sun_deg,
-            segment_flow_veh_h=seg_flow,
+            segment_flow_veh_h=seg_flow_veh_h,
             segment_band=band,
             zone_occupied=occupied,
         )

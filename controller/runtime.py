@@ -62,7 +62,9 @@ def commands_to_writes(layout: SiteLayout, cmds: Commands) -> list[PointWrite]:
     ]
     out += [
         PointWrite(ref.device, ref.point, float(v), Reason(int(r)).label)
-        for ref, v, r in zip(layout.zone_setpoint, cmds.setpoint_c, cmds.setpoint_reason, strict=True)
+        for ref, v, r in zip(
+            layout.zone_setpoint, cmds.setpoint_c, cmds.setpoint_reason, strict=True
+        )
     ]
     return out
 
@@ -106,7 +108,9 @@ class Runtime:
     def snapshot(self) -> SiteSnapshot:
         return self._snapshot
 
-    def recent_commands(self, limit: int = 100, device_id: str | None = None) -> list[CommandRecord]:
+    def recent_commands(
+        self, limit: int = 100, device_id: str | None = None
+    ) -> list[CommandRecord]:
         return self._history.recent_commands(limit=limit, device_id=device_id)
 
     def readings(
@@ -136,14 +140,17 @@ class Runtime:
     async def run_cycle(self) -> CycleReport:
         now = self._clock.now()
         due = [
-            d for d in self.site.devices
+            d
+            for d in self.site.devices
             if d.id not in self._last_poll
             or (now - self._last_poll[d.id]).total_seconds() >= d.poll_interval_s - 1e-6
         ]
         results = await asyncio.gather(*(self._poll(d.id, now) for d in due))
         fresh = [r for batch in results for r in batch]
         for d in self.site.devices:
-            self._set_device(age_device_state(self._devices[d.id], now, self.site.policy.stale_after_s))
+            self._set_device(
+                age_device_state(self._devices[d.id], now, self.site.policy.stale_after_s)
+            )
 
         obs = build_observation(self.layout, self._latest, now, self.site.policy.stale_after_s)
         state, wish = self.policy.step(self._state, obs, now)
@@ -201,7 +208,10 @@ class Runtime:
             else:
                 log.warning(
                     "device %s: %s -> %s (%s)",
-                    new.device_id, prev.quality.value, new.quality.value, new.last_error,
+                    new.device_id,
+                    prev.quality.value,
+                    new.quality.value,
+                    new.last_error,
                 )
             self._history.record_device_state(new)
             if new.quality is Quality.OFFLINE:
@@ -243,7 +253,8 @@ class Runtime:
 
     async def _write_all(self, writes: Sequence[PointWrite], now: datetime) -> list[CommandRecord]:
         todo = [
-            w for w in writes
+            w
+            for w in writes
             if self._devices[w.device_id].quality is not Quality.OFFLINE
             and self._written.get((w.device_id, w.point)) != w.value
         ]
@@ -255,16 +266,31 @@ class Runtime:
             await client.write(w.point, w.value)
         except DriverError as exc:
             self._written.pop((w.device_id, w.point), None)
-            quality = Quality.OFFLINE if isinstance(exc, DeviceOffline | DeviceTimeout) else Quality.FAULTY
+            quality = (
+                Quality.OFFLINE
+                if isinstance(exc, DeviceOffline | DeviceTimeout)
+                else Quality.FAULTY
+            )
             self._set_device(next_device_state(self._devices[w.device_id], quality, str(exc), now))
             return CommandRecord(
-                ts=now, device_id=w.device_id, point=w.point, value=w.value,
-                reason=w.reason, source=w.source, ok=False, error=str(exc),
+                ts=now,
+                device_id=w.device_id,
+                point=w.point,
+                value=w.value,
+                reason=w.reason,
+                source=w.source,
+                ok=False,
+                error=str(exc),
             )
         self._written[(w.device_id, w.point)] = w.value
         return CommandRecord(
-            ts=now, device_id=w.device_id, point=w.point, value=w.value,
-            reason=w.reason, source=w.source, ok=True,
+            ts=now,
+            device_id=w.device_id,
+            point=w.point,
+            value=w.value,
+            reason=w.reason,
+            source=w.source,
+            ok=True,
         )
 
     def _record(self, readings: Sequence[PointReading], commands: Sequence[CommandRecord]) -> None:

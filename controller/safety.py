@@ -81,8 +81,8 @@ def apply_safety(
 
 def within_bounds(layout: SiteLayout, cmds: Commands) -> bool:
     """True when every command lies within the layout's bounds (the filter's postcondition)."""
-    dim_ok = ((cmds.dim_pct >= layout.seg_min_dim_pct) & (cmds.dim_pct <= layout.seg_max_dim_pct)) | (
-        (cmds.dim_pct == 0) & layout.seg_off_allowed
-    )
+    dim_ok = (
+        (cmds.dim_pct >= layout.seg_min_dim_pct) & (cmds.dim_pct <= layout.seg_max_dim_pct)
+    ) | ((cmds.dim_pct == 0) & layout.seg_off_allowed)
     sp_ok = (cmds.setpoint_c >= layout.zone_min_c) & (cmds.setpoint_c <= layout.zone_max_c)
     return bool(np.all(dim_ok) and np.all(sp_ok))

@@ -70,9 +70,15 @@ def build_snapshot(
             )
         device_views.append(
             DeviceView(
-                id=d.id, profile=d.profile, protocol=prof.protocol, endpoint=endpoint,
-                quality=st.quality, since=st.since, last_good_at=st.last_good_at,
-                last_error=st.last_error, points=points,
+                id=d.id,
+                profile=d.profile,
+                protocol=prof.protocol,
+                endpoint=endpoint,
+                quality=st.quality,
+                since=st.since,
+                last_good_at=st.last_good_at,
+                last_error=st.last_error,
+                points=points,
             )
         )
 
@@ -84,10 +90,15 @@ def build_snapshot(
         flow = _num(float(state.segment_flow_veh_h[i]))
         segments.append(
             SegmentView(
-                id=s.id, name=s.name, road_type=s.road_type, luminaires=s.luminaires,
-                rated_power_w=s.rated_power_w, flow_veh_h=flow,
+                id=s.id,
+                name=s.name,
+                road_type=s.road_type,
+                luminaires=s.luminaires,
+                rated_power_w=s.rated_power_w,
+                flow_veh_h=flow,
                 lighting_class=layout.band_class[i][band] if flow is not None else "",
-                dim_pct=float(dim), reason=reason,
+                dim_pct=float(dim),
+                reason=reason,
                 measured_power_w=_value(latest, s.power),
                 online=devices[s.controller.device].quality is not Quality.OFFLINE,
             )
@@ -99,24 +110,34 @@ def build_snapshot(
         zones = []
         for zone in b.zones:
             sp = float(cmds.setpoint_c[z]) if cmds is not None else float(layout.zone_default_c[z])
-            reason = Reason(int(cmds.setpoint_reason[z])).label if cmds is not None else "not started"
+            reason = (
+                Reason(int(cmds.setpoint_reason[z])).label if cmds is not None else "not started"
+            )
             zones.append(
                 ZoneView(
-                    id=zone.id, temperature_c=_value(latest, zone.temperature), setpoint_c=sp,
-                    reason=reason, occupied=bool(state.zone_occupied[z]),
+                    id=zone.id,
+                    temperature_c=_value(latest, zone.temperature),
+                    setpoint_c=sp,
+                    reason=reason,
+                    occupied=bool(state.zone_occupied[z]),
                 )
             )
             z += 1
         buildings.append(
             BuildingView(
-                id=b.id, name=b.name,
+                id=b.id,
+                name=b.name,
                 outdoor_temp_c=_value(latest, layout.building_outdoor[bi]),
                 heating_power_kw=_value(latest, layout.building_power[bi]),
                 zones=zones,
             )
         )
     return SiteSnapshot(
-        site=site.site.name, ts=ts, cycle=cycle,
+        site=site.site.name,
+        ts=ts,
+        cycle=cycle,
         sun_elevation_deg=_num(state.sun_elevation_deg),
-        devices=device_views, segments=segments, buildings=buildings,
+        devices=device_views,
+        segments=segments,
+        buildings=buildings,
     )

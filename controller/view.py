@@ -20,7 +20,9 @@ class SiteView(Protocol):
         """State after the last completed control cycle."""
         ...
 
-    def recent_commands(self, limit: int = 100, device_id: str | None = None) -> list[CommandRecord]:
+    def recent_commands(
+        self, limit: int = 100, device_id: str | None = None
+    ) -> list[CommandRecord]:
         """Most recent commands first, optionally of one device."""
         ...
 

@@ -17,7 +17,7 @@ import numpy.typing as npt
 from .site import PointRef, SiteConfig
 from .values import BoolArray, FloatArray
 
-__all__ = ["SiteLayout", "WEEKDAYS"]
+__all__ = ["WEEKDAYS", "SiteLayout"]
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 IdxArray = npt.NDArray[np.intp]

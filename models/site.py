@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -43,6 +44,7 @@ __all__ = [
     "Zone",
     "load_site",
     "parse_site",
+    "validate_site",
 ]
 
 DataType = Literal["bool", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64"]
@@ -51,7 +53,15 @@ Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 #: register count of each Modbus data type (bool lives in coils/discrete inputs, one bit)
 REGISTER_COUNT: dict[str, int] = {
-    "bool": 1, "u16": 1, "i16": 1, "u32": 2, "i32": 2, "u64": 4, "i64": 4, "f32": 2, "f64": 4,
+    "bool": 1,
+    "u16": 1,
+    "i16": 1,
+    "u32": 2,
+    "i32": 2,
+    "u64": 4,
+    "i64": 4,
+    "f32": 2,
+    "f64": 4,
 }
 
 _ID = r"^[a-z0-9][a-z0-9_\-]*$"
@@ -153,7 +163,7 @@ def _check_overlaps(points: dict[str, PointSpec]) -> None:
         spans.setdefault(p.table, []).append((p.address, p.address + p.register_count, name))
     for table, items in spans.items():
         items.sort()
-        for (_s0, e0, n0), (s1, _e1, n1) in zip(items, items[1:], strict=False):
+        for (_s0, e0, n0), (s1, _e1, n1) in pairwise(items):
             if s1 < e0:
                 raise ValueError(f"points {n0!r} and {n1!r} overlap in {table} registers")
 
@@ -492,7 +502,9 @@ def _cross_check(cfg: SiteConfig) -> Iterator[ConfigIssue]:
 # ------------------------------------------------------------------------------ YAML lines
 
 
-def _line_map(node: yaml.Node, path: tuple[str | int, ...], out: dict[tuple[Any, ...], int]) -> None:
+def _line_map(
+    node: yaml.Node, path: tuple[str | int, ...], out: dict[tuple[Any, ...], int]
+) -> None:
     out[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         for k, v in node.value:
@@ -531,17 +543,26 @@ def parse_site(text: str, file: str = "<string>") -> SiteConfig:
         raise SiteConfigError(file, [ConfigIssue((), "expected a mapping at the top level", 1)])
     lines: dict[tuple[Any, ...], int] = {}
     _line_map(root, (), lines)
+    return validate_site(data, file, lines)
+
+
+def validate_site(
+    data: dict[str, Any], file: str = "<generated>", lines: dict[tuple[Any, ...], int] | None = None
+) -> SiteConfig:
+    """Validate a site given as plain data (schema, then cross-references).
+
+    ``lines`` maps YAML paths to line numbers when the data came from a file.
+    """
+    where = lines or {}
     try:
         cfg = SiteConfig.model_validate(data)
     except ValidationError as exc:
         issues = []
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if not _is_union_tag(p))
-            issues.append(ConfigIssue(loc, err["msg"], _line_for(loc, lines)))
+            issues.append(ConfigIssue(loc, err["msg"], _line_for(loc, where)))
         raise SiteConfigError(file, issues) from None
-    problems = [
-        ConfigIssue(i.path, i.message, _line_for(i.path, lines)) for i in _cross_check(cfg)
-    ]
+    problems = [ConfigIssue(i.path, i.message, _line_for(i.path, where)) for i in _cross_check(cfg)]
     if problems:
         raise SiteConfigError(file, problems)
     return cfg
@@ -558,5 +579,7 @@ def load_site(path: str | Path) -> SiteConfig:
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise SiteConfigError(str(p), [ConfigIssue((), f"cannot read file: {exc.strerror}")]) from exc
+        raise SiteConfigError(
+            str(p), [ConfigIssue((), f"cannot read file: {exc.strerror}")]
+        ) from exc
     return parse_site(text, str(p))

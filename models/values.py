@@ -17,10 +17,10 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "BoolArray",
     "Commands",
     "DeviceState",
     "FloatArray",
-    "BoolArray",
     "Observation",
     "PointReading",
     "PointWrite",

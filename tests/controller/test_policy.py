@@ -18,8 +18,13 @@ NIGHT = datetime(2026, 11, 25, 23, 0, tzinfo=UTC)  # Wednesday, 00:00 local
 NOON = datetime(2026, 11, 25, 11, 0, tzinfo=UTC)  # 12:00 local
 
 
-def obs(layout: SiteLayout, now: datetime, counts: list[float], ok: list[bool] | None = None,
-        temps: tuple[float, float] = (20.0, 18.0)) -> Observation:
+def obs(
+    layout: SiteLayout,
+    now: datetime,
+    counts: list[float],
+    ok: list[bool] | None = None,
+    temps: tuple[float, float] = (20.0, 18.0),
+) -> Observation:
     c = np.array(counts, dtype=float)
     okk = np.array(ok if ok is not None else [True] * len(counts))
     return Observation(
@@ -32,8 +37,14 @@ def obs(layout: SiteLayout, now: datetime, counts: list[float], ok: list[bool] |
     )
 
 
-def run(policy: Policy, layout: SiteLayout, start: datetime, dt_s: float,
-        counts0: list[float], rates_veh_h: list[float]) -> tuple[PolicyState, object]:
+def run(
+    policy: Policy,
+    layout: SiteLayout,
+    start: datetime,
+    dt_s: float,
+    counts0: list[float],
+    rates_veh_h: list[float],
+) -> tuple[PolicyState, object]:
     """Two observations ``dt_s`` apart whose counts grow at the given per-channel rates."""
     s = policy.initial_state()
     s, _ = policy.step(s, obs(layout, start, counts0), start)
@@ -60,9 +71,13 @@ def policy(demo_site: SiteConfig, demo_layout: SiteLayout) -> Policy:
         ([600, 600, 400, 400], [100, 100, 70], ["M2", "M3", "P3"]),
     ],
 )
-def test_night_dimming_follows_traffic_band(policy: Policy, demo_layout: SiteLayout,
-                                             rates: list[float], expected_dim: list[float],
-                                             expected_class: list[str]) -> None:
+def test_night_dimming_follows_traffic_band(
+    policy: Policy,
+    demo_layout: SiteLayout,
+    rates: list[float],
+    expected_dim: list[float],
+    expected_class: list[str],
+) -> None:
     state, cmds = run(policy, demo_layout, NIGHT, 600, [1000.0] * 4, rates)
     assert cmds.dim_pct.tolist() == expected_dim  # type: ignore[attr-defined]
     assert all(r == Reason.TRAFFIC for r in cmds.dim_reason)  # type: ignore[attr-defined]
@@ -74,7 +89,9 @@ def test_night_dimming_follows_traffic_band(policy: Policy, demo_layout: SiteLay
     )
 
 
-def test_lights_off_in_daylight_whatever_the_traffic(policy: Policy, demo_layout: SiteLayout) -> None:
+def test_lights_off_in_daylight_whatever_the_traffic(
+    policy: Policy, demo_layout: SiteLayout
+) -> None:
     state, cmds = run(policy, demo_layout, NOON, 600, [0.0] * 4, [900, 900, 900, 900])
     assert cmds.dim_pct.tolist() == [0, 0, 0]  # type: ignore[attr-defined]
     assert all(r == Reason.DAYLIGHT for r in cmds.dim_reason)  # type: ignore[attr-defined]
@@ -86,18 +103,22 @@ def test_counter_wrap_is_not_a_spike(policy: Policy, demo_layout: SiteLayout) ->
     s = policy.initial_state()
     s, _ = policy.step(s, obs(demo_layout, NIGHT, [near_wrap] * 4), NIGHT)
     later = NIGHT + timedelta(hours=1)
-    s, cmds = policy.step(s, obs(demo_layout, later, [50.0] * 4), later)  # wrapped: +150 each
+    s, _ = policy.step(s, obs(demo_layout, later, [50.0] * 4), later)  # wrapped: +150 each
     np.testing.assert_allclose(s.flow_veh_h, [150.0] * 4)
 
 
-def test_counter_reset_is_ignored_not_taken_as_traffic(policy: Policy, demo_layout: SiteLayout) -> None:
+def test_counter_reset_is_ignored_not_taken_as_traffic(
+    policy: Policy, demo_layout: SiteLayout
+) -> None:
     s, _ = run(policy, demo_layout, NIGHT, 600, [1_000_000.0] * 4, [100] * 4)
     later = NIGHT + timedelta(seconds=1200)
     s2, _ = policy.step(s, obs(demo_layout, later, [0.0] * 4), later)  # device reset to 0
     np.testing.assert_allclose(s2.flow_veh_h, s.flow_veh_h)
 
 
-def test_missing_traffic_gives_nan_wish_only_at_night(policy: Policy, demo_layout: SiteLayout) -> None:
+def test_missing_traffic_gives_nan_wish_only_at_night(
+    policy: Policy, demo_layout: SiteLayout
+) -> None:
     s = policy.initial_state()
     bad = obs(demo_layout, NIGHT, [0.0] * 4, ok=[False] * 4)
     _, cmds = policy.step(s, bad, NIGHT)
@@ -106,8 +127,9 @@ def test_missing_traffic_gives_nan_wish_only_at_night(policy: Policy, demo_layou
     assert cmds_day.dim_pct.tolist() == [0, 0, 0]
 
 
-def test_flow_goes_stale_after_limit(policy: Policy, demo_layout: SiteLayout,
-                                     demo_site: SiteConfig) -> None:
+def test_flow_goes_stale_after_limit(
+    policy: Policy, demo_layout: SiteLayout, demo_site: SiteConfig
+) -> None:
     s, cmds = run(policy, demo_layout, NIGHT, 60, [0.0] * 4, [600, 600, 10, 10])
     assert np.isfinite(cmds.dim_pct).all()  # type: ignore[attr-defined]
     # the east counter stops answering; the north one keeps counting at 1200 veh/h in total
@@ -133,9 +155,13 @@ def test_flow_goes_stale_after_limit(policy: Policy, demo_layout: SiteLayout,
         ("2026-07-01T10:00", [21, 18], [Reason.OCCUPIED, Reason.OCCUPIED]),  # summer time
     ],
 )
-def test_heating_setpoints_follow_local_schedule(policy: Policy, demo_layout: SiteLayout,
-                                                 local: str, expected_sp: list[float],
-                                                 expected_reason: list[Reason]) -> None:
+def test_heating_setpoints_follow_local_schedule(
+    policy: Policy,
+    demo_layout: SiteLayout,
+    local: str,
+    expected_sp: list[float],
+    expected_reason: list[Reason],
+) -> None:
     now = datetime.fromisoformat(local).replace(tzinfo=demo_layout.timezone).astimezone(UTC)
     _, cmds = policy.step(policy.initial_state(), obs(demo_layout, now, [0.0] * 4), now)
     assert cmds.setpoint_c.tolist() == expected_sp
@@ -156,5 +182,6 @@ def test_step_is_pure(policy: Policy, demo_layout: SiteLayout) -> None:
 
 def test_naive_time_is_refused(policy: Policy, demo_layout: SiteLayout) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
-        policy.step(policy.initial_state(), obs(demo_layout, NIGHT, [0.0] * 4),
-                    NIGHT.replace(tzinfo=None))
+        policy.step(
+            policy.initial_state(), obs(demo_layout, NIGHT, [0.0] * 4), NIGHT.replace(tzinfo=None)
+        )

@@ -27,8 +27,11 @@ def cmds(dim: list[float], sp: list[float], reason: Reason = Reason.TRAFFIC) -> 
 
 def obs(zone_ok: list[bool]) -> Observation:
     return Observation(
-        ts=NOW, counter_veh=np.zeros(4), counter_ok=np.ones(4, dtype=bool),
-        zone_temp_c=np.array([20.0, 18.0]), zone_ok=np.array(zone_ok),
+        ts=NOW,
+        counter_veh=np.zeros(4),
+        counter_ok=np.ones(4, dtype=bool),
+        zone_temp_c=np.array([20.0, 18.0]),
+        zone_ok=np.array(zone_ok),
         segment_ok=np.ones(3, dtype=bool),
     )
 
@@ -44,8 +47,13 @@ def obs(zone_ok: list[bool]) -> Observation:
         ([float("inf"), 30, 15], [100, 30, 15], [Reason.FAILSAFE, Reason.TRAFFIC, Reason.TRAFFIC]),
     ],
 )
-def test_dim_rules(demo_layout: SiteLayout, demo_site: SiteConfig, dim: list[float],
-                   expected: list[float], reasons: list[Reason]) -> None:
+def test_dim_rules(
+    demo_layout: SiteLayout,
+    demo_site: SiteConfig,
+    dim: list[float],
+    expected: list[float],
+    reasons: list[Reason],
+) -> None:
     out = apply_safety(demo_layout, demo_site.policy, cmds(dim, [21, 18]), obs([True, True]), None)
     assert out.dim_pct.tolist() == expected
     assert out.dim_reason.tolist() == [int(r) for r in reasons]
@@ -61,8 +69,14 @@ def test_dim_rules(demo_layout: SiteLayout, demo_site: SiteConfig, dim: list[flo
         ([NAN, 18], [True, True], [19, 18], [Reason.FAILSAFE, Reason.OCCUPIED]),
     ],
 )
-def test_setpoint_rules(demo_layout: SiteLayout, demo_site: SiteConfig, sp: list[float],
-                        zone_ok: list[bool], expected: list[float], reasons: list[Reason]) -> None:
+def test_setpoint_rules(
+    demo_layout: SiteLayout,
+    demo_site: SiteConfig,
+    sp: list[float],
+    zone_ok: list[bool],
+    expected: list[float],
+    reasons: list[Reason],
+) -> None:
     out = apply_safety(demo_layout, demo_site.policy, cmds([50, 50, 50], sp), obs(zone_ok), None)
     assert out.setpoint_c.tolist() == expected
     assert out.setpoint_reason.tolist() == [int(r) for r in reasons]

@@ -1,4 +1,4 @@
-"""Site configuration: the demo loads; every kind of broken file is refused with file, line, field."""
+"""Site configuration: the demo loads; a broken file is refused with file, line and field."""
 
 from __future__ import annotations
 
@@ -41,30 +41,83 @@ def test_layout_bounds_intersect_site_and_profile(demo_layout: SiteLayout) -> No
 @pytest.mark.parametrize(
     ("old", "new", "field", "message", "anchor"),
     [
-        ("rated_power_w: 60", "rated_power_w: -60", "segments.1.rated_power_w",
-         "greater than 0", "rated_power_w: -60"),
-        ("luminaires: 24", "luminaires: many", "segments.2.luminaires",
-         "valid integer", "luminaires: many"),
-        ("profile: school-bms,", "profile: school-bsm,", "devices.5.profile",
-         "unknown profile 'school-bsm'", "profile: school-bsm,"),
-        ("controller: seg-lindenweg.dim_pct", "controller: seg-lindenweg.power_w",
-         "segments.2.controller", "not writable", "controller: seg-lindenweg.power_w"),
-        ("counters: [counter-east.lane2_veh]", "counters: [counter-east.lane3_veh]",
-         "segments.2.counters.0", "has no point 'lane3_veh'", "counters: [counter-east.lane3"),
-        ("type: u32, word_order: big, kind: counter, unit: veh}\n      lane2",
-         "type: u32, word_order: middle, kind: counter, unit: veh}\n      lane2",
-         "profiles.traffic-counter-2lane.points.lane1_veh.word_order", "'big' or 'little'",
-         "word_order: middle"),
-        ("failsafe: 19}", "failsafe: 40}", "profiles.school-bms.points.classrooms_setpoint_c",
-         "failsafe 40.0 is outside", "classrooms_setpoint_c: {"),
-        ("start: \"06:30\"", "start: \"6h30\"", "buildings.0.zones.0.occupancy.0.start",
-         "expected HH:MM", "start: \"6h30\""),
-        ("timezone: Europe/Berlin", "timezone: Europe/Hagen", "site.timezone",
-         "unknown time zone", "timezone: Europe/Hagen"),
-        ("  daylight_elevation_deg: -2.0\n", "  daylight_elevation_deg: -2.0\n  colour: blue\n",
-         "policy.colour", "Extra inputs are not permitted", "colour: blue"),
-        ("unit_id: 3}", "unit_id: 2}", "devices.4.endpoint", "same host, port and unit_id",
-         "unit_id: 2}}\n  - {id: school"),
+        (
+            "rated_power_w: 60",
+            "rated_power_w: -60",
+            "segments.1.rated_power_w",
+            "greater than 0",
+            "rated_power_w: -60",
+        ),
+        (
+            "luminaires: 24",
+            "luminaires: many",
+            "segments.2.luminaires",
+            "valid integer",
+            "luminaires: many",
+        ),
+        (
+            "profile: school-bms,",
+            "profile: school-bsm,",
+            "devices.5.profile",
+            "unknown profile 'school-bsm'",
+            "profile: school-bsm,",
+        ),
+        (
+            "controller: seg-lindenweg.dim_pct",
+            "controller: seg-lindenweg.power_w",
+            "segments.2.controller",
+            "not writable",
+            "controller: seg-lindenweg.power_w",
+        ),
+        (
+            "counters: [counter-east.lane2_veh]",
+            "counters: [counter-east.lane3_veh]",
+            "segments.2.counters.0",
+            "has no point 'lane3_veh'",
+            "counters: [counter-east.lane3",
+        ),
+        (
+            "type: u32, word_order: big, kind: counter, unit: veh}\n      lane2",
+            "type: u32, word_order: middle, kind: counter, unit: veh}\n      lane2",
+            "profiles.traffic-counter-2lane.points.lane1_veh.word_order",
+            "'big' or 'little'",
+            "word_order: middle",
+        ),
+        (
+            "failsafe: 19}",
+            "failsafe: 40}",
+            "profiles.school-bms.points.classrooms_setpoint_c",
+            "failsafe 40.0 is outside",
+            "classrooms_setpoint_c: {",
+        ),
+        (
+            'start: "06:30"',
+            'start: "6h30"',
+            "buildings.0.zones.0.occupancy.0.start",
+            "expected HH:MM",
+            'start: "6h30"',
+        ),
+        (
+            "timezone: Europe/Berlin",
+            "timezone: Europe/Hagen",
+            "site.timezone",
+            "unknown time zone",
+            "timezone: Europe/Hagen",
+        ),
+        (
+            "  daylight_elevation_deg: -2.0\n",
+            "  daylight_elevation_deg: -2.0\n  colour: blue\n",
+            "policy.colour",
+            "Extra inputs are not permitted",
+            "colour: blue",
+        ),
+        (
+            "unit_id: 3}",
+            "unit_id: 2}",
+            "devices.4.endpoint",
+            "same host, port and unit_id",
+            "unit_id: 2}}\n  - {id: school",
+        ),
     ],
 )
 def test_broken_site_is_refused_with_line_and_field(
@@ -100,7 +153,8 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 
 def test_every_problem_is_reported_not_just_the_first() -> None:
     broken = TEXT.replace("rated_power_w: 60", "rated_power_w: -60").replace(
-        "luminaires: 24", "luminaires: 0")
+        "luminaires: 24", "luminaires: 0"
+    )
     with pytest.raises(SiteConfigError) as info:
         parse_site(broken, "x.yaml")
     fields = {i.field for i in info.value.issues}
@@ -108,7 +162,9 @@ def test_every_problem_is_reported_not_just_the_first() -> None:
 
 
 def test_overlapping_registers_refused() -> None:
-    broken = TEXT.replace("lane2_veh: {table: input, address: 2,", "lane2_veh: {table: input, address: 1,")
+    broken = TEXT.replace(
+        "lane2_veh: {table: input, address: 2,", "lane2_veh: {table: input, address: 1,"
+    )
     with pytest.raises(SiteConfigError, match="overlap"):
         parse_site(broken, "x.yaml")
 

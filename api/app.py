@@ -1,0 +1,208 @@
+"""The HTTP API and the dashboard page: a read-only window on a running site.
+
+Rules
+-----
+- **The API depends on** :class:`~laterne.controller.view.SiteView` **only.** Nothing in ``api/``
+  imports ``laterne.drivers``; the runtime (or a test) hands :func:`create_app` something that
+  implements the Protocol, and every answer is built from what it returns.
+- **Responses are the models of** :mod:`laterne.models.snapshot`, so ``/openapi.json`` documents
+  exactly what the runtime builds. JSON has no NaN: a NaN float is sent as ``null``.
+- **Times are aware.** Query datetimes are ISO 8601 *with* an offset (``Z`` or ``+01:00``); a naive
+  one is refused with 422, never guessed. Answers are UTC.
+- **Errors have one shape.** Unknown ids are 404 ``{"detail": "unknown device 'x'; known: a, b"}``;
+  every bad query parameter is FastAPI's 422 ``{"detail": [{"loc", "msg", "type"}, ...]}``.
+- Handlers are plain ``def``: the view may read history from disk, so FastAPI runs them in its
+  thread pool and the event loop never blocks on a query.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import datetime
+from importlib import metadata, resources
+from typing import Annotated, Literal
+
+from fastapi import FastAPI, HTTPException, Query
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse
+from laterne.controller.view import SiteView
+from laterne.models.snapshot import (
+    BuildingView,
+    CommandRecord,
+    DeviceView,
+    SegmentView,
+    SiteSnapshot,
+)
+from laterne.models.values import Quality
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+
+__all__ = ["Health", "ReadingOut", "create_app"]
+
+TITLE = "Laterne"
+_FALLBACK_VERSION = "0.1.0"
+_MAX_KNOWN_IDS = 50  # ids listed in a 404 message before "… and N more"
+COMMANDS_LIMIT_MAX = 1000
+READINGS_LIMIT_MAX = 10_000
+
+
+class Health(BaseModel):
+    """Liveness and progress of the control loop."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: Literal["ok"]
+    cycle: int
+    last_cycle_at: datetime | None  # None before the first completed cycle
+
+
+class ReadingOut(BaseModel):
+    """One recorded reading of a point. ``value`` is null when it was NaN (not good)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ts: datetime
+    value: float | None
+    quality: Quality
+    error: str
+
+
+def _version() -> str:
+    try:
+        return metadata.version("laterne")
+    except metadata.PackageNotFoundError:
+        return _FALLBACK_VERSION
+
+
+def _index_html() -> str:
+    return (resources.files("laterne.api") / "static" / "index.html").read_text(encoding="utf-8")
+
+
+def _not_found(kind: str, wanted: str, known: Sequence[str]) -> HTTPException:
+    """404 naming what was asked and what exists: ``unknown device 'x'; known: a, b``."""
+    shown = ", ".join(known[:_MAX_KNOWN_IDS]) if known else "(none)"
+    if len(known) > _MAX_KNOWN_IDS:
+        shown += f", … and {len(known) - _MAX_KNOWN_IDS} more"
+    return HTTPException(status_code=404, detail=f"unknown {kind} {wanted!r}; known: {shown}")
+
+
+def _invalid_query(name: str, message: str, value: object) -> RequestValidationError:
+    """A 422 shaped exactly like FastAPI's own validation errors."""
+    return RequestValidationError(
+        [{"type": "value_error", "loc": ("query", name), "msg": message, "input": value}]
+    )
+
+
+def create_app(view: SiteView) -> FastAPI:
+    """Build the FastAPI application serving ``view``.
+
+    The app keeps no state of its own: each request asks ``view`` afresh.
+    """
+    app = FastAPI(
+        title=TITLE,
+        version=_version(),
+        description="Street lighting and public-building HVAC: live state, commands, history.",
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    index_html = _index_html()  # read once: a missing page fails at startup, not per request
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> HTMLResponse:
+        return HTMLResponse(index_html)
+
+    @app.get("/api/health", response_model=Health, tags=["site"])
+    def health() -> Health:
+        snap = view.snapshot()
+        return Health(status="ok", cycle=snap.cycle, last_cycle_at=snap.ts)
+
+    @app.get("/api/site", response_model=SiteSnapshot, tags=["site"])
+    def site() -> SiteSnapshot:
+        return view.snapshot()
+
+    @app.get("/api/devices", response_model=list[DeviceView], tags=["devices"])
+    def devices(
+        quality: Annotated[
+            Quality | None, Query(description="only devices of this quality")
+        ] = None,
+    ) -> list[DeviceView]:
+        found: list[DeviceView] = view.snapshot().devices
+        return found if quality is None else [d for d in found if d.quality == quality]
+
+    @app.get("/api/devices/{device_id}", response_model=DeviceView, tags=["devices"])
+    def device(device_id: str) -> DeviceView:
+        found = view.snapshot().devices
+        for d in found:
+            if d.id == device_id:
+                return d
+        raise _not_found("device", device_id, [d.id for d in found])
+
+    @app.get("/api/segments", response_model=list[SegmentView], tags=["lighting"])
+    def segments() -> list[SegmentView]:
+        found: list[SegmentView] = view.snapshot().segments
+        return found
+
+    @app.get("/api/segments/{segment_id}", response_model=SegmentView, tags=["lighting"])
+    def segment(segment_id: str) -> SegmentView:
+        found = view.snapshot().segments
+        for s in found:
+            if s.id == segment_id:
+                return s
+        raise _not_found("segment", segment_id, [s.id for s in found])
+
+    @app.get("/api/buildings", response_model=list[BuildingView], tags=["hvac"])
+    def buildings() -> list[BuildingView]:
+        found: list[BuildingView] = view.snapshot().buildings
+        return found
+
+    @app.get("/api/buildings/{building_id}", response_model=BuildingView, tags=["hvac"])
+    def building(building_id: str) -> BuildingView:
+        found = view.snapshot().buildings
+        for b in found:
+            if b.id == building_id:
+                return b
+        raise _not_found("building", building_id, [b.id for b in found])
+
+    @app.get("/api/commands", response_model=list[CommandRecord], tags=["history"])
+    def commands(
+        limit: Annotated[int, Query(ge=1, le=COMMANDS_LIMIT_MAX)] = 100,
+        device_id: Annotated[str | None, Query(description="only commands to this device")] = None,
+    ) -> list[CommandRecord]:
+        """Most recent commands first."""
+        found: list[CommandRecord] = view.recent_commands(limit=limit, device_id=device_id)
+        return found
+
+    @app.get("/api/readings", response_model=list[ReadingOut], tags=["history"])
+    def readings(
+        device_id: str,
+        point: str,
+        since: Annotated[
+            AwareDatetime | None,
+            Query(description="inclusive; ISO 8601 with offset, e.g. 2024-11-05T22:00:00Z"),
+        ] = None,
+        until: Annotated[
+            AwareDatetime | None, Query(description="exclusive; ISO 8601 with offset")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=READINGS_LIMIT_MAX)] = 1000,
+    ) -> list[ReadingOut]:
+        """Recorded readings of one point within ``[since, until)``, oldest first."""
+        if since is not None and until is not None and since >= until:
+            raise _invalid_query(
+                "until",
+                f"until ({until.isoformat()}) must be after since ({since.isoformat()})",
+                until.isoformat(),
+            )
+        known = [d.id for d in view.snapshot().devices]
+        if device_id not in known:
+            raise _not_found("device", device_id, known)
+        return [
+            ReadingOut(
+                ts=r.ts,
+                value=None if math.isnan(r.value) else r.value,
+                quality=r.quality,
+                error=r.error,
+            )
+            for r in view.readings(device_id, point, since=since, until=until, limit=limit)
+        ]
+
+    return app

@@ -1,0 +1,5 @@
+"""python -m laterne"""
+
+from laterne.cli import main
+
+main()

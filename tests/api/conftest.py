@@ -1,0 +1,188 @@
+"""A SiteView made of plain data, and an HTTP client on the app built around it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from laterne.api.app import create_app
+from laterne.models.snapshot import (
+    BuildingView,
+    CommandRecord,
+    DeviceView,
+    PointView,
+    SegmentView,
+    SiteSnapshot,
+    ZoneView,
+)
+from laterne.models.values import PointReading, Quality
+
+T0 = datetime(2024, 11, 5, 22, 0, tzinfo=UTC)
+
+
+def make_snapshot() -> SiteSnapshot:
+    return SiteSnapshot(
+        site="demo-town",
+        ts=T0,
+        cycle=42,
+        sun_elevation_deg=-12.5,
+        devices=[
+            DeviceView(
+                id="ctr-1",
+                profile="counter-v1",
+                protocol="modbus",
+                endpoint="127.0.0.1:5020",
+                quality=Quality.GOOD,
+                since=T0 - timedelta(hours=1),
+                last_good_at=T0,
+                last_error="",
+                points=[
+                    PointView(point="count", value=1234.0, unit="veh", quality=Quality.GOOD, ts=T0)
+                ],
+            ),
+            DeviceView(
+                id="seg-ctl-1",
+                profile="segment-controller-v1",
+                protocol="opcua",
+                endpoint="opc.tcp://127.0.0.1:4840",
+                quality=Quality.OFFLINE,
+                since=T0 - timedelta(minutes=5),
+                last_good_at=None,
+                last_error="connection refused",
+                points=[],
+            ),
+        ],
+        segments=[
+            SegmentView(
+                id="main-st",
+                name="Main Street",
+                road_type="collector",
+                luminaires=40,
+                rated_power_w=4000.0,
+                flow_veh_h=320.0,
+                lighting_class="M4",
+                dim_pct=60.0,
+                reason="traffic",
+                measured_power_w=2450.0,
+                online=True,
+            ),
+            SegmentView(
+                id="park-rd",
+                name="Park Road",
+                road_type="residential",
+                luminaires=12,
+                rated_power_w=600.0,
+                flow_veh_h=None,
+                lighting_class="M5",
+                dim_pct=100.0,
+                reason="failsafe",
+                measured_power_w=None,
+                online=False,
+            ),
+        ],
+        buildings=[
+            BuildingView(
+                id="town-hall",
+                name="Town Hall",
+                outdoor_temp_c=3.5,
+                heating_power_kw=12.0,
+                zones=[
+                    ZoneView(
+                        id="th-office",
+                        temperature_c=20.5,
+                        setpoint_c=21.0,
+                        reason="occupied",
+                        occupied=True,
+                    )
+                ],
+            )
+        ],
+    )
+
+
+@dataclass
+class FakeSiteView:
+    """Implements :class:`laterne.controller.view.SiteView` over lists, recording each query."""
+
+    snap: SiteSnapshot = field(default_factory=make_snapshot)
+    commands: list[CommandRecord] = field(default_factory=list)
+    history: list[PointReading] = field(default_factory=list)
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def snapshot(self) -> SiteSnapshot:
+        return self.snap
+
+    def recent_commands(
+        self, limit: int = 100, device_id: str | None = None
+    ) -> list[CommandRecord]:
+        self.calls.append(("recent_commands", {"limit": limit, "device_id": device_id}))
+        found = [c for c in self.commands if device_id is None or c.device_id == device_id]
+        return sorted(found, key=lambda c: c.ts, reverse=True)[:limit]
+
+    def readings(
+        self,
+        device_id: str,
+        point: str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[PointReading]:
+        self.calls.append(
+            (
+                "readings",
+                {"device_id": device_id, "point": point, "since": since, "until": until},
+            )
+        )
+        found = [
+            r
+            for r in self.history
+            if r.device_id == device_id
+            and r.point == point
+            and (since is None or r.ts >= since)
+            and (until is None or r.ts < until)
+        ]
+        return sorted(found, key=lambda r: r.ts)[:limit]
+
+
+def make_commands() -> list[CommandRecord]:
+    return [
+        CommandRecord(
+            ts=T0 + timedelta(minutes=m),
+            device_id=dev,
+            point="dim_pct",
+            value=50.0 + m,
+            reason="traffic",
+            source="policy",
+            ok=dev != "seg-ctl-1",
+            error="" if dev != "seg-ctl-1" else "device offline",
+        )
+        for m, dev in [(0, "seg-ctl-2"), (1, "seg-ctl-1"), (2, "seg-ctl-2")]
+    ]
+
+
+def make_history() -> list[PointReading]:
+    good = [
+        PointReading("ctr-1", "count", float(m), Quality.GOOD, T0 + timedelta(minutes=m))
+        for m in range(5)
+    ]
+    failed = PointReading(
+        "ctr-1", "count", math.nan, Quality.OFFLINE, T0 + timedelta(minutes=5), "timeout"
+    )
+    return [*good, failed]
+
+
+@pytest.fixture
+def view() -> FakeSiteView:
+    return FakeSiteView(commands=make_commands(), history=make_history())
+
+
+@pytest.fixture
+async def client(view: FakeSiteView) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=create_app(view))
+    async with httpx.AsyncClient(transport=transport, base_url="http://laterne.test") as c:
+        yield c

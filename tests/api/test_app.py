@@ -1,0 +1,332 @@
+"""Every endpoint of the API over a plain-data SiteView: answers, 404s and 422s, OpenAPI, page."""
+
+from __future__ import annotations
+
+import ast
+import math
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+from laterne.api.app import create_app
+from laterne.models.snapshot import DeviceView, SiteSnapshot
+
+from .conftest import T0, FakeSiteView, make_snapshot
+
+API_DIR = Path(__file__).resolve().parents[2] / "api"
+
+
+def iso(ts: datetime) -> str:
+    return ts.isoformat()
+
+
+# -- health and site -----------------------------------------------------------------------------
+
+
+async def test_health(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/health")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok", "cycle": 42, "last_cycle_at": "2024-11-05T22:00:00Z"}
+
+
+async def test_health_before_the_first_cycle(view: FakeSiteView, client: httpx.AsyncClient) -> None:
+    view.snap = view.snap.model_copy(update={"ts": None, "cycle": 0})
+    r = await client.get("/api/health")
+    assert r.json() == {"status": "ok", "cycle": 0, "last_cycle_at": None}
+
+
+async def test_site_is_the_whole_snapshot(view: FakeSiteView, client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/site")
+    assert r.status_code == 200
+    assert SiteSnapshot.model_validate(r.json()) == view.snap
+
+
+async def test_nan_in_a_view_becomes_null_not_a_500(
+    view: FakeSiteView, client: httpx.AsyncClient
+) -> None:
+    seg = view.snap.segments[0].model_copy(update={"dim_pct": math.nan})
+    view.snap = view.snap.model_copy(update={"segments": [seg]})
+    r = await client.get("/api/site")
+    assert r.status_code == 200
+    assert r.json()["segments"][0]["dim_pct"] is None
+
+
+async def test_each_request_reads_the_view_afresh(
+    view: FakeSiteView, client: httpx.AsyncClient
+) -> None:
+    assert (await client.get("/api/health")).json()["cycle"] == 42
+    view.snap = view.snap.model_copy(update={"cycle": 43})
+    assert (await client.get("/api/health")).json()["cycle"] == 43
+
+
+# -- devices, segments, buildings ----------------------------------------------------------------
+
+
+async def test_devices(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/devices")
+    assert r.status_code == 200
+    assert [d["id"] for d in r.json()] == ["ctr-1", "seg-ctl-1"]
+    DeviceView.model_validate(r.json()[0])
+
+
+@pytest.mark.parametrize(
+    ("quality", "ids"), [("good", ["ctr-1"]), ("offline", ["seg-ctl-1"]), ("stale", [])]
+)
+async def test_devices_filtered_by_quality(
+    client: httpx.AsyncClient, quality: str, ids: list[str]
+) -> None:
+    r = await client.get("/api/devices", params={"quality": quality})
+    assert r.status_code == 200
+    assert [d["id"] for d in r.json()] == ids
+
+
+async def test_devices_bad_quality_is_422_naming_the_choices(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/devices", params={"quality": "broken"})
+    assert r.status_code == 422
+    [err] = r.json()["detail"]
+    assert err["loc"] == ["query", "quality"]
+    for choice in ("good", "stale", "faulty", "offline"):
+        assert choice in err["msg"]
+
+
+async def test_device_by_id(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/devices/seg-ctl-1")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["quality"] == "offline"
+    assert body["last_error"] == "connection refused"
+    assert body["last_good_at"] is None
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/api/devices/nope", "unknown device 'nope'; known: ctr-1, seg-ctl-1"),
+        ("/api/segments/nope", "unknown segment 'nope'; known: main-st, park-rd"),
+        ("/api/buildings/nope", "unknown building 'nope'; known: town-hall"),
+        (
+            "/api/readings?device_id=nope&point=count",
+            "unknown device 'nope'; known: ctr-1, seg-ctl-1",
+        ),
+    ],
+)
+async def test_unknown_ids_are_404_listing_the_known(
+    client: httpx.AsyncClient, path: str, message: str
+) -> None:
+    r = await client.get(path)
+    assert r.status_code == 404
+    assert r.json() == {"detail": message}
+
+
+async def test_404_with_nothing_known(view: FakeSiteView, client: httpx.AsyncClient) -> None:
+    view.snap = view.snap.model_copy(update={"buildings": []})
+    r = await client.get("/api/buildings/x")
+    assert r.json() == {"detail": "unknown building 'x'; known: (none)"}
+
+
+async def test_404_lists_at_most_fifty_ids(view: FakeSiteView, client: httpx.AsyncClient) -> None:
+    template = view.snap.devices[0]
+    many = [template.model_copy(update={"id": f"d{i:03d}"}) for i in range(60)]
+    view.snap = view.snap.model_copy(update={"devices": many})
+    detail = (await client.get("/api/devices/x")).json()["detail"]
+    assert "d049" in detail
+    assert "d050" not in detail
+    assert detail.endswith(", … and 10 more")
+
+
+async def test_segments(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/segments")
+    assert r.status_code == 200
+    assert [s["id"] for s in r.json()] == ["main-st", "park-rd"]
+    park = (await client.get("/api/segments/park-rd")).json()
+    assert park["flow_veh_h"] is None
+    assert park["reason"] == "failsafe"
+    assert park["dim_pct"] == 100.0
+
+
+async def test_buildings(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/buildings")
+    assert r.status_code == 200
+    assert [b["id"] for b in r.json()] == ["town-hall"]
+    hall = (await client.get("/api/buildings/town-hall")).json()
+    assert hall["zones"][0] == {
+        "id": "th-office",
+        "temperature_c": 20.5,
+        "setpoint_c": 21.0,
+        "reason": "occupied",
+        "occupied": True,
+    }
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+async def test_commands_newest_first_with_default_limit(
+    view: FakeSiteView, client: httpx.AsyncClient
+) -> None:
+    r = await client.get("/api/commands")
+    assert r.status_code == 200
+    assert [c["value"] for c in r.json()] == [52.0, 51.0, 50.0]
+    assert r.json()[1]["ok"] is False
+    assert r.json()[1]["error"] == "device offline"
+    assert view.calls[-1] == ("recent_commands", {"limit": 100, "device_id": None})
+
+
+async def test_commands_limit_and_device(view: FakeSiteView, client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/commands", params={"limit": 1, "device_id": "seg-ctl-2"})
+    assert r.status_code == 200
+    assert [c["value"] for c in r.json()] == [52.0]
+    assert view.calls[-1] == ("recent_commands", {"limit": 1, "device_id": "seg-ctl-2"})
+    assert (await client.get("/api/commands", params={"limit": 1000})).status_code == 200
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "1001", "ten"])
+async def test_commands_bad_limit_is_422(
+    view: FakeSiteView, client: httpx.AsyncClient, limit: str
+) -> None:
+    r = await client.get("/api/commands", params={"limit": limit})
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["query", "limit"]
+    assert view.calls == []  # refused before the view was asked
+
+
+# -- readings ------------------------------------------------------------------------------------
+
+
+async def test_readings_oldest_first_with_null_for_nan(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/readings", params={"device_id": "ctr-1", "point": "count"})
+    assert r.status_code == 200
+    body = r.json()
+    assert [x["value"] for x in body] == [0.0, 1.0, 2.0, 3.0, 4.0, None]
+    assert body[0] == {"ts": "2024-11-05T22:00:00Z", "value": 0.0, "quality": "good", "error": ""}
+    assert body[-1]["quality"] == "offline"
+    assert body[-1]["error"] == "timeout"
+
+
+async def test_readings_window_and_limit(view: FakeSiteView, client: httpx.AsyncClient) -> None:
+    cet = timezone(timedelta(hours=1))
+    since = (T0 + timedelta(minutes=1)).astimezone(cet)
+    until = T0 + timedelta(minutes=4)
+    params = {"device_id": "ctr-1", "point": "count", "since": iso(since), "until": iso(until)}
+    r = await client.get("/api/readings", params=params)
+    assert r.status_code == 200
+    assert [x["value"] for x in r.json()] == [1.0, 2.0, 3.0]
+    _, args = view.calls[-1]
+    assert args["since"] == since and args["since"].utcoffset() is not None
+    assert args["until"] == until
+    r = await client.get("/api/readings", params={**params, "limit": 2})
+    assert [x["value"] for x in r.json()] == [1.0, 2.0]
+
+
+async def test_readings_accept_z_suffix(client: httpx.AsyncClient) -> None:
+    params = {"device_id": "ctr-1", "point": "count", "since": "2024-11-05T22:04:00Z"}
+    r = await client.get("/api/readings", params=params)
+    assert r.status_code == 200
+    assert [x["value"] for x in r.json()] == [4.0, None]
+
+
+@pytest.mark.parametrize("name", ["since", "until"])
+async def test_readings_naive_datetime_is_422(
+    view: FakeSiteView, client: httpx.AsyncClient, name: str
+) -> None:
+    params = {"device_id": "ctr-1", "point": "count", name: "2024-11-05T22:00:00"}
+    r = await client.get("/api/readings", params=params)
+    assert r.status_code == 422
+    [err] = r.json()["detail"]
+    assert err["loc"] == ["query", name]
+    assert "timezone" in err["msg"]
+    assert view.calls == []
+
+
+@pytest.mark.parametrize("gap_min", [0, -1])
+async def test_readings_since_not_before_until_is_422(
+    client: httpx.AsyncClient, gap_min: int
+) -> None:
+    params = {
+        "device_id": "ctr-1",
+        "point": "count",
+        "since": iso(T0),
+        "until": iso(T0 + timedelta(minutes=gap_min)),
+    }
+    r = await client.get("/api/readings", params=params)
+    assert r.status_code == 422
+    [err] = r.json()["detail"]
+    assert err["loc"] == ["query", "until"]
+    assert "must be after since" in err["msg"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"point": "count"},
+        {"device_id": "ctr-1"},
+        {"device_id": "ctr-1", "point": "count", "since": "yesterday"},
+        {"device_id": "ctr-1", "point": "count", "limit": "0"},
+        {"device_id": "ctr-1", "point": "count", "limit": "10001"},
+    ],
+)
+async def test_readings_bad_query_is_422(client: httpx.AsyncClient, params: dict[str, str]) -> None:
+    assert (await client.get("/api/readings", params=params)).status_code == 422
+
+
+# -- OpenAPI, docs, page, layering ---------------------------------------------------------------
+
+
+async def test_openapi_schema(client: httpx.AsyncClient) -> None:
+    r = await client.get("/openapi.json")
+    assert r.status_code == 200
+    schema = r.json()
+    assert schema["info"]["title"] == "Laterne"
+    assert schema["info"]["version"]
+    assert set(schema["paths"]) == {
+        "/api/health",
+        "/api/site",
+        "/api/devices",
+        "/api/devices/{device_id}",
+        "/api/segments",
+        "/api/segments/{segment_id}",
+        "/api/buildings",
+        "/api/buildings/{building_id}",
+        "/api/commands",
+        "/api/readings",
+    }
+    site_schema = schema["paths"]["/api/site"]["get"]["responses"]["200"]["content"]
+    assert site_schema["application/json"]["schema"]["$ref"].endswith("/SiteSnapshot")
+
+
+async def test_docs_page(client: httpx.AsyncClient) -> None:
+    r = await client.get("/docs")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
+
+
+async def test_index_page_is_served_and_self_contained(client: httpx.AsyncClient) -> None:
+    r = await client.get("/")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
+    html = r.text
+    assert "<script>" in html and 'fetch("api/site"' in html
+    assert "http://" not in html and "https://" not in html  # no CDN, no external assets
+    assert "<script src" not in html and "<link" not in html
+    assert "innerHTML" not in html.split("<script>", 1)[1]  # text only via textContent
+
+
+def test_create_app_needs_no_running_site() -> None:
+    app = create_app(FakeSiteView(snap=make_snapshot()))
+    assert app.title == "Laterne"
+
+
+def test_api_never_imports_drivers() -> None:
+    offenders = []
+    for path in API_DIR.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [("." * node.level) + (node.module or "")]
+            for name in names:
+                if "drivers" in name.split("."):
+                    offenders.append(f"{path.name}: {name}")
+    assert offenders == []
