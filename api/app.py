@@ -26,6 +26,8 @@ from typing import Annotated, Literal
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+
 from laterne.controller.view import SiteView
 from laterne.models.snapshot import (
     BuildingView,
@@ -35,7 +37,6 @@ from laterne.models.snapshot import (
     SiteSnapshot,
 )
 from laterne.models.values import Quality
-from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 __all__ = ["Health", "ReadingOut", "create_app"]
 

@@ -11,9 +11,10 @@ import asyncio
 import contextlib
 import logging
 import sys
+from collections.abc import Coroutine
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import typer
@@ -125,12 +126,15 @@ def emulate(
     _run(main())
 
 
-def _run(coro: object) -> None:
+def _run(coro: Coroutine[Any, Any, None]) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # the protocol libraries log every connect and server request; Laterne logs state changes
+    for noisy in ("asyncua", "pymodbus"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(coro)  # type: ignore[arg-type]
+        asyncio.run(coro)
 
 
 def _parse_start(start: str | None, site: SiteConfig) -> datetime:
@@ -220,10 +224,6 @@ def _status_line(snap: SiteSnapshot, tz: ZoneInfo) -> str:
     return f"{snap.ts.astimezone(tz):%a %H:%M} sun {sun} | {segs} | {zones}" + (
         f" | not good: {', '.join(offline)}" if offline else ""
     )
-
-
-def _fmt(x: float | None, spec: str) -> str:
-    return "-" if x is None else format(x, spec)
 
 
 def _fmt(x: float | None, spec: str) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from laterne.api.app import create_app
 from laterne.models.snapshot import (
     BuildingView,

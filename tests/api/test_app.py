@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from laterne.api.app import create_app
 from laterne.models.snapshot import DeviceView, SiteSnapshot
 

@@ -7,6 +7,7 @@ import socket
 
 import httpx
 import uvicorn
+
 from laterne.api.app import create_app
 
 from .conftest import FakeSiteView

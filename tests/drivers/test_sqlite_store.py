@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+
 from laterne.drivers.sqlite_store import SCHEMA_VERSION, HistoryError, SqliteHistory
 from laterne.models.snapshot import CommandRecord
 from laterne.models.values import DeviceState, PointReading, Quality

@@ -1,0 +1,143 @@
+"""Benchmark: duration of one control cycle (poll over real Modbus TCP and OPC-UA on loopback,
+observation, policy, safety filter, writes, SQLite history), for the demo site and for a generated
+district. Prints JSON. Usage: python bench/cycle_time.py [--cycles 100] [--luminaires 2000] ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from laterne.controller.clock import ManualClock
+from laterne.controller.policy import Policy
+from laterne.controller.runtime import Runtime
+from laterne.drivers.factory import build_clients
+from laterne.drivers.sqlite_store import SqliteHistory
+from laterne.models.layout import SiteLayout
+from laterne.models.site import SiteConfig, load_site
+from laterne.models.values import Observation
+from laterne.simulations.emulator import SiteEmulator
+from laterne.simulations.generate import generate_district
+from laterne.simulations.ports import with_free_ports
+
+ROOT = Path(__file__).resolve().parent.parent
+START = datetime(2026, 11, 25, 22, 0, tzinfo=UTC)  # a winter night: lights on, traffic varying
+
+
+def _stats(samples_s: list[float]) -> dict[str, float]:
+    ms = np.array(samples_s) * 1e3
+    return {
+        "median_ms": round(float(np.median(ms)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "max_ms": round(float(ms.max()), 3),
+    }
+
+
+async def bench_site(name: str, site: SiteConfig, cycles: int) -> dict[str, Any]:
+    site = with_free_ports(site)
+    clock = ManualClock(START)
+    emu = SiteEmulator(site, start=START)
+    await emu.start()
+    with tempfile.TemporaryDirectory() as tmp:
+        history = SqliteHistory(Path(tmp) / "bench.sqlite")
+        runtime = Runtime(site, build_clients(site), history, clock)
+        try:
+            samples: list[float] = []
+            failed = 0
+            for i in range(cycles + 3):
+                await emu.step(clock.now())
+                t0 = time.perf_counter()
+                report = await runtime.run_cycle()
+                dt = time.perf_counter() - t0
+                if i >= 3:  # the first cycles connect and write every command
+                    samples.append(dt)
+                    failed += report.failed_writes
+                clock.advance(max(d.poll_interval_s for d in site.devices))
+            offline = [k for k, v in runtime.device_states.items() if v.quality.value != "good"]
+        finally:
+            await runtime.close()
+            await emu.stop()
+            history.close()
+    lay = runtime.layout
+    return {
+        "site": name,
+        "devices": len(site.devices),
+        "segments": lay.n_segments,
+        "luminaires": int(lay.seg_luminaires.sum()),
+        "counter_channels": lay.n_channels,
+        "zones": lay.n_zones,
+        "cycles": len(samples),
+        "cycle": _stats(samples),
+        "failed_writes": failed,
+        "devices_not_good": len(offline),
+    }
+
+
+def bench_policy(site: SiteConfig, steps: int = 1000) -> dict[str, Any]:
+    lay = SiteLayout.from_config(site)
+    pol = Policy(lay, site.policy)
+    st = pol.initial_state()
+    rng = np.random.default_rng(0)
+    counts = np.zeros(lay.n_channels)
+    samples = []
+    for i in range(steps):
+        counts = counts + rng.poisson(20, lay.n_channels)
+        obs = Observation(
+            ts=START,
+            counter_veh=counts,
+            counter_ok=np.ones(lay.n_channels, dtype=bool),
+            zone_temp_c=np.full(lay.n_zones, 20.0),
+            zone_ok=np.ones(lay.n_zones, dtype=bool),
+            segment_ok=np.ones(lay.n_segments, dtype=bool),
+        )
+        now = datetime.fromtimestamp(START.timestamp() + 10 * i, UTC)
+        t0 = time.perf_counter()
+        st, _ = pol.step(st, obs, now)
+        samples.append(time.perf_counter() - t0)
+    return {"site": "policy step only", "segments": lay.n_segments, **_stats(samples)}
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--cycles", type=int, default=100)
+    ap.add_argument("--luminaires", type=int, default=2000)
+    ap.add_argument("--segments", type=int, default=200)
+    ap.add_argument("--counters", type=int, default=50)
+    ap.add_argument("--buildings", type=int, default=20)
+    args = ap.parse_args()
+    district = generate_district(
+        n_segments=args.segments,
+        luminaires_total=args.luminaires,
+        n_counters=args.counters,
+        n_buildings=args.buildings,
+    )
+    results = [
+        await bench_site("demo", load_site(ROOT / "site-configs" / "demo.yaml"), args.cycles),
+        await bench_site("generated district", district, args.cycles),
+        bench_policy(district),
+    ]
+    print(
+        json.dumps(
+            {
+                "benchmark": "control cycle",
+                "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+                f"python {platform.python_version()}",
+                "results": results,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,285 @@
+"""Modbus register codec and read planner: pure functions, no I/O, no pymodbus.
+
+Rule: every bit of word order, byte order, scaling and request planning lives here and is
+tested against golden register tables, so a pymodbus upgrade cannot silently change what a
+register means (pymodbus changed coil bit order twice between 3.9 and 3.11). We use
+:mod:`struct`, never pymodbus's converters.
+
+Theory of operation
+-------------------
+A point of type ``t`` spans ``n = REGISTER_COUNT[t]`` 16-bit registers. Its raw value is the
+big-endian ``struct`` encoding of ``t`` split into ``n`` words, most significant word first;
+``word_order: little`` reverses the word list, ``byte_order: little`` swaps the two bytes inside
+every word. So for ``u32 0x12345678``::
+
+    word_order  byte_order  registers
+    big         big         [0x1234, 0x5678]
+    little      big         [0x5678, 0x1234]
+    big         little      [0x3412, 0x7856]
+    little      little      [0x7856, 0x3412]
+
+The engineering value is ``raw * scale + offset``; :func:`encode` inverts it, rounding half away
+from zero for integer types, and raises :class:`EncodeError` when the result does not fit the
+type. ``bool`` points (coils, discrete inputs) have raw 0 or 1 and follow the same formula.
+Values are Python floats, so 64-bit integers are exact only up to 2**53 (about 9.0e15).
+
+:func:`plan_reads` groups the points of one device into as few requests as the protocol allows:
+per table, sorted by address, a block grows while the next point starts at most ``max_gap``
+registers after the block's end and the block stays within the protocol limit (125 registers,
+2000 bits). A point is never split across blocks.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from laterne.models.site import REGISTER_COUNT, DataType, PointSpec
+
+from .errors import DecodeError, EncodeError
+
+__all__ = [
+    "MAX_BITS_PER_READ",
+    "MAX_REGISTERS_PER_READ",
+    "ReadBlock",
+    "Table",
+    "decode",
+    "encode",
+    "extract",
+    "plan_reads",
+    "readback_tolerance",
+]
+
+Table = Literal["holding", "input", "coil", "discrete"]
+
+#: protocol limits of one read request (Modbus Application Protocol v1.1b3, 6.1 to 6.4)
+MAX_REGISTERS_PER_READ = 125
+MAX_BITS_PER_READ = 2000
+
+#: struct format character of each register type (packed big-endian)
+_STRUCT_CODE: dict[str, str] = {
+    "u16": "H",
+    "i16": "h",
+    "u32": "I",
+    "i32": "i",
+    "u64": "Q",
+    "i64": "q",
+    "f32": "f",
+    "f64": "d",
+}
+_INT_RANGE: dict[str, tuple[int, int]] = {
+    "bool": (0, 1),
+    "u16": (0, 2**16 - 1),
+    "i16": (-(2**15), 2**15 - 1),
+    "u32": (0, 2**32 - 1),
+    "i32": (-(2**31), 2**31 - 1),
+    "u64": (0, 2**64 - 1),
+    "i64": (-(2**63), 2**63 - 1),
+}
+_F32_MAX = 3.4028234663852886e38
+#: relative read-back tolerance of the float types (a few units in the last place)
+_FLOAT_REL_TOL: dict[str, float] = {"f32": 4 * 2.0**-24, "f64": 4 * 2.0**-53}
+_BIT_TABLES: frozenset[str] = frozenset({"coil", "discrete"})
+_TABLE_ORDER: tuple[Table, ...] = ("holding", "input", "coil", "discrete")
+
+
+# ----------------------------------------------------------------------------- values
+
+
+def decode(registers: Sequence[int], spec: PointSpec) -> float:
+    """Decode the registers of one point into its engineering value ``raw * scale + offset``.
+
+    Parameters
+    ----------
+    registers : exactly ``spec.register_count`` words, each 0..65535 (for ``bool``: one 0/1)
+    spec : the point's type, word and byte order, scale and offset
+
+    Raises
+    ------
+    DecodeError
+        wrong number of registers, a word out of range, or a float that is NaN or infinite.
+    """
+    n = REGISTER_COUNT[spec.type]
+    if len(registers) != n:
+        raise DecodeError(f"{spec.type} needs {n} register(s), got {len(registers)}")
+    if spec.type == "bool":
+        if registers[0] not in (0, 1):
+            raise DecodeError(f"bool raw value must be 0 or 1, got {registers[0]}")
+        return float(registers[0] * spec.scale + spec.offset)
+    for r in registers:
+        if not 0 <= r <= 0xFFFF:
+            raise DecodeError(f"register value {r} is not a 16-bit word")
+    raw = struct.unpack(">" + _STRUCT_CODE[spec.type], _to_bytes(registers, spec))[0]
+    if spec.type in ("f32", "f64") and not math.isfinite(raw):
+        raise DecodeError(f"{spec.type} register content is {raw} (not a number)")
+    return float(raw * spec.scale + spec.offset)
+
+
+def encode(value: float, spec: PointSpec) -> list[int]:
+    """Encode an engineering value into the point's registers: the inverse of :func:`decode`.
+
+    Integer types round ``(value - offset) / scale`` half away from zero.
+
+    Raises
+    ------
+    EncodeError
+        ``value`` is not finite, or the raw value does not fit the type.
+    """
+    if not math.isfinite(value):
+        raise EncodeError(value, spec.type, "not a finite number")
+    raw = (value - spec.offset) / spec.scale
+    if spec.type in ("f32", "f64"):
+        if spec.type == "f32" and abs(raw) > _F32_MAX:
+            raise EncodeError(value, spec.type, f"raw value {raw!r} exceeds the f32 range")
+        packed = struct.pack(">" + _STRUCT_CODE[spec.type], raw)
+    else:
+        lo, hi = _INT_RANGE[spec.type]
+        if not math.isfinite(raw):
+            raise EncodeError(value, spec.type, f"raw value {raw!r} is not finite")
+        raw_int = _round_half_away(raw)
+        if not lo <= raw_int <= hi:
+            raise EncodeError(value, spec.type, f"raw value {raw_int} is outside [{lo}, {hi}]")
+        if spec.type == "bool":
+            return [raw_int]
+        packed = struct.pack(">" + _STRUCT_CODE[spec.type], raw_int)
+    return _from_bytes(packed, spec)
+
+
+def readback_tolerance(
+    expected: float, spec: PointSpec, data_type: DataType | None = None
+) -> float:
+    """Largest difference between ``expected`` and a read-back that still counts as equal.
+
+    Half a scale step for integer types (and bool); a few float ULPs of the value for f32/f64.
+    ``data_type`` overrides ``spec.type`` (OPC-UA: the node's own type decides).
+    """
+    kind = spec.type if data_type is None else data_type
+    if kind in _FLOAT_REL_TOL:
+        magnitude = max(abs(expected), abs(spec.offset), abs(spec.scale))
+        return float(magnitude * _FLOAT_REL_TOL[kind])
+    return float(abs(spec.scale) / 2 * (1 + 1e-9))
+
+
+def _round_half_away(x: float) -> int:
+    return int(math.copysign(math.floor(abs(x) + 0.5), x))
+
+
+def _to_bytes(registers: Sequence[int], spec: PointSpec) -> bytes:
+    words = list(registers)
+    if spec.word_order == "little":
+        words.reverse()
+    fmt = ">" if spec.byte_order == "big" else "<"
+    return struct.pack(f"{fmt}{len(words)}H", *words)
+
+
+def _from_bytes(packed: bytes, spec: PointSpec) -> list[int]:
+    fmt = ">" if spec.byte_order == "big" else "<"
+    words = list(struct.unpack(f"{fmt}{len(packed) // 2}H", packed))
+    if spec.word_order == "little":
+        words.reverse()
+    return words
+
+
+# ---------------------------------------------------------------------------- planning
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBlock:
+    """One read request: ``count`` registers (or bits) of ``table`` from ``address`` on.
+
+    ``points`` names the points it serves, in address order.
+    """
+
+    table: Table
+    address: int
+    count: int
+    points: tuple[str, ...]
+
+    @property
+    def end(self) -> int:
+        """First address after the block."""
+        return self.address + self.count
+
+    @property
+    def is_bits(self) -> bool:
+        """True for coils and discrete inputs (one bit per address)."""
+        return self.table in _BIT_TABLES
+
+
+def plan_reads(
+    points: Mapping[str, PointSpec],
+    max_gap: int = 8,
+    max_count: int = MAX_REGISTERS_PER_READ,
+    max_bit_count: int = MAX_BITS_PER_READ,
+) -> list[ReadBlock]:
+    """Group points into as few contiguous read requests as possible.
+
+    Parameters
+    ----------
+    points : name -> spec; every spec needs ``table`` and ``address``
+    max_gap : read through at most this many unused registers (bits) between two points
+    max_count : largest register request (protocol limit 125)
+    max_bit_count : largest coil/discrete request (protocol limit 2000)
+
+    Returns
+    -------
+    Blocks ordered by table (holding, input, coil, discrete), then address.
+
+    Raises
+    ------
+    ValueError
+        a point without a Modbus location, a negative gap, or a limit smaller than a point.
+    """
+    if max_gap < 0:
+        raise ValueError(f"max_gap must be >= 0, got {max_gap}")
+    by_table: dict[Table, list[tuple[int, int, str]]] = {}
+    for name, spec in points.items():
+        if spec.table is None or spec.address is None:
+            raise ValueError(f"point {name!r} has no Modbus table/address")
+        by_table.setdefault(spec.table, []).append((spec.address, spec.register_count, name))
+
+    blocks: list[ReadBlock] = []
+    for table in _TABLE_ORDER:
+        items = sorted(by_table.get(table, []))
+        if not items:
+            continue
+        limit = max_bit_count if table in _BIT_TABLES else max_count
+        for _address, count, name in items:
+            if count > limit:
+                raise ValueError(f"point {name!r} spans {count} > {limit} (the request limit)")
+        first_address, first_count, first_name = items[0]
+        start, end, names = first_address, first_address + first_count, [first_name]
+        for address, count, name in items[1:]:
+            new_end = max(end, address + count)
+            if address - end <= max_gap and new_end - start <= limit:
+                end = new_end
+                names.append(name)
+            else:
+                blocks.append(ReadBlock(table, start, end - start, tuple(names)))
+                start, end, names = address, address + count, [name]
+        blocks.append(ReadBlock(table, start, end - start, tuple(names)))
+    return blocks
+
+
+def extract(block_registers: Sequence[int], block: ReadBlock, spec: PointSpec) -> list[int]:
+    """The registers (bits) of one point out of the answer to ``block``.
+
+    Raises
+    ------
+    DecodeError
+        the device answered fewer registers than the block asked for.
+    ValueError
+        the point does not lie in ``block`` (a planning bug, not a field failure).
+    """
+    if spec.table != block.table or spec.address is None:
+        raise ValueError(f"point in {spec.table} is not part of a {block.table} block")
+    offset = spec.address - block.address
+    n = spec.register_count
+    if offset < 0 or offset + n > block.count:
+        raise ValueError(f"address {spec.address} (+{n}) is outside block {block}")
+    if len(block_registers) < block.count:
+        raise DecodeError(f"asked for {block.count} values, got {len(block_registers)}")
+    return list(block_registers[offset : offset + n])

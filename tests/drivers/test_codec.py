@@ -1,0 +1,274 @@
+"""Golden register tables, round trips and read planning for the pure Modbus codec."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from laterne.drivers.codec import (
+    ReadBlock,
+    decode,
+    encode,
+    extract,
+    plan_reads,
+    readback_tolerance,
+)
+from laterne.drivers.errors import DecodeError, EncodeError
+from laterne.models.site import PointSpec
+
+
+def spec(type_: str = "u16", **kw: Any) -> PointSpec:
+    table = "coil" if type_ == "bool" else "holding"
+    return PointSpec.model_validate({"table": table, "address": 0, "type": type_, **kw})
+
+
+F32_123_456 = 123.45600128173828  # 123.456 rounded to the nearest f32
+
+# (type, word_order, byte_order, scale, offset, registers, value) -- independent of pymodbus
+GOLDEN: list[tuple[str, str, str, float, float, list[int], float]] = [
+    ("u16", "big", "big", 1, 0, [0xBEEF], 48879),
+    ("u16", "big", "little", 1, 0, [0xEFBE], 48879),
+    ("i16", "big", "big", 1, 0, [0xFFFF], -1),
+    ("i16", "big", "big", 1, 0, [0x8000], -32768),
+    ("i16", "big", "big", 1, 0, [0x7FFF], 32767),
+    ("u32", "big", "big", 1, 0, [0x1234, 0x5678], 0x12345678),
+    ("u32", "little", "big", 1, 0, [0x5678, 0x1234], 0x12345678),
+    ("u32", "big", "little", 1, 0, [0x3412, 0x7856], 0x12345678),
+    ("u32", "little", "little", 1, 0, [0x7856, 0x3412], 0x12345678),
+    ("i32", "big", "big", 1, 0, [0xFFFF, 0xFFFE], -2),
+    ("i32", "little", "big", 1, 0, [0xFFFE, 0xFFFF], -2),
+    # 64-bit values are exact in a float only up to 53 significant bits: low nibble 0 here
+    ("u64", "big", "big", 1, 0, [0x0123, 0x4567, 0x89AB, 0xCDE0], float(0x0123456789ABCDE0)),
+    ("u64", "little", "big", 1, 0, [0xCDE0, 0x89AB, 0x4567, 0x0123], float(0x0123456789ABCDE0)),
+    ("i64", "big", "big", 1, 0, [0xFFFF, 0xFFFF, 0xFFFF, 0xFF85], -123),
+    ("f32", "big", "big", 1, 0, [0x42F6, 0xE979], F32_123_456),
+    ("f32", "little", "big", 1, 0, [0xE979, 0x42F6], F32_123_456),
+    ("f32", "big", "little", 1, 0, [0xF642, 0x79E9], F32_123_456),
+    ("f32", "little", "little", 1, 0, [0x79E9, 0xF642], F32_123_456),
+    ("f32", "big", "big", 1, 0, [0xBF80, 0x0000], -1.0),
+    ("f64", "big", "big", 1, 0, [0x3FF8, 0, 0, 0], 1.5),
+    ("f64", "little", "little", 1, 0, [0, 0, 0, 0xF83F], 1.5),
+    ("f64", "big", "big", 1, 0, [0x405E, 0xDD2F, 0x1A9F, 0xBE77], 123.456),
+    ("f64", "little", "big", 1, 0, [0xBE77, 0x1A9F, 0xDD2F, 0x405E], 123.456),
+    ("u16", "big", "big", 0.1, 0, [123], 12.3),
+    ("i16", "big", "big", 0.5, -40, [130], 25.0),
+    ("i16", "big", "big", 0.5, -40, [0xFFEC], -50.0),  # raw -20
+    ("u32", "big", "big", 0.1, 0, [0x0001, 0x0000], 6553.6),
+    ("bool", "big", "big", 1, 0, [1], 1.0),
+    ("bool", "big", "big", 1, 0, [0], 0.0),
+    ("bool", "big", "big", 100, 0, [1], 100.0),  # a relay shown as 0/100 %
+]
+
+
+@pytest.mark.parametrize(("type_", "wo", "bo", "scale", "offset", "regs", "value"), GOLDEN)
+def test_decode_golden(
+    type_: str, wo: str, bo: str, scale: float, offset: float, regs: list[int], value: float
+) -> None:
+    s = spec(type_, word_order=wo, byte_order=bo, scale=scale, offset=offset)
+    assert decode(regs, s) == pytest.approx(value, rel=1e-15)
+
+
+@pytest.mark.parametrize(("type_", "wo", "bo", "scale", "offset", "regs", "value"), GOLDEN)
+def test_encode_golden(
+    type_: str, wo: str, bo: str, scale: float, offset: float, regs: list[int], value: float
+) -> None:
+    s = spec(type_, word_order=wo, byte_order=bo, scale=scale, offset=offset)
+    want = 123.456 if value == F32_123_456 else value  # f32 encoding rounds to the same words
+    assert encode(want, s) == regs
+
+
+ROUND_TRIP_VALUES: dict[str, list[float]] = {
+    "u16": [0, 1, 65535],
+    "i16": [-32768, -1, 0, 32767],
+    "u32": [0, 2**32 - 1, 123456789],
+    "i32": [-(2**31), -1, 2**31 - 1],
+    "u64": [0, 2**53, 2**63],
+    "i64": [-(2**63), -1, 2**53],
+    "f32": [0.0, -1.5, 3.0e38, 1e-30, 21.25],
+    "f64": [0.0, -1.5, 1e300, math.pi, 5e-324],
+}
+
+
+@pytest.mark.parametrize("type_", sorted(ROUND_TRIP_VALUES))
+@pytest.mark.parametrize("wo", ["big", "little"])
+@pytest.mark.parametrize("bo", ["big", "little"])
+def test_round_trip(type_: str, wo: str, bo: str) -> None:
+    s = spec(type_, word_order=wo, byte_order=bo)
+    for v in ROUND_TRIP_VALUES[type_]:
+        regs = encode(v, s)
+        assert len(regs) == s.register_count
+        assert all(0 <= r <= 0xFFFF for r in regs)
+        got = decode(regs, s)
+        assert got == pytest.approx(v, rel=2**-23 if type_ == "f32" else 1e-15)
+        assert encode(got, s) == regs
+
+
+def test_scaled_round_trip_is_within_half_a_step() -> None:
+    s = spec("u16", scale=0.1)
+    for v in [0.0, 12.3, 12.34, 99.96, 100.0]:
+        got = decode(encode(v, s), s)
+        assert abs(got - v) <= readback_tolerance(got, s)
+
+
+def test_integer_encoding_rounds_half_away_from_zero() -> None:
+    s = spec("i16")
+    assert encode(2.5, s) == [3]
+    assert encode(-2.5, s) == [0xFFFD]  # -3
+    assert encode(2.4999, s) == [2]
+
+
+@pytest.mark.parametrize(
+    ("type_", "value", "kw"),
+    [
+        ("u16", 65536, {}),
+        ("u16", -1, {}),
+        ("u16", -0.6, {}),  # rounds to -1
+        ("i16", 32768, {}),
+        ("u16", 6553.6, {"scale": 0.1}),  # raw 65536
+        ("u32", 2**32, {}),
+        ("i64", 2**63, {}),
+        ("u16", math.nan, {}),
+        ("f32", math.inf, {}),
+        ("f32", 3.5e38, {}),
+        ("f64", math.nan, {}),
+        ("bool", 2, {}),
+        ("bool", -1, {}),
+    ],
+)
+def test_encode_refuses_unrepresentable(type_: str, value: float, kw: dict[str, Any]) -> None:
+    with pytest.raises(EncodeError):
+        encode(value, spec(type_, **kw))
+
+
+@pytest.mark.parametrize(
+    ("type_", "regs"),
+    [
+        ("u16", []),
+        ("u16", [1, 2]),
+        ("u32", [1]),
+        ("f64", [0, 0]),
+        ("u16", [0x10000]),
+        ("i16", [-1]),
+        ("bool", [2]),
+        ("f32", [0x7FC0, 0x0000]),  # NaN
+        ("f32", [0x7F80, 0x0000]),  # +inf
+        ("f64", [0xFFF0, 0, 0, 0]),  # -inf
+    ],
+)
+def test_decode_refuses_garbage(type_: str, regs: list[int]) -> None:
+    with pytest.raises(DecodeError):
+        decode(regs, spec(type_))
+
+
+def test_readback_tolerance() -> None:
+    assert readback_tolerance(12.3, spec("u16", scale=0.1)) == pytest.approx(0.05)
+    assert readback_tolerance(1.0, spec("bool")) == pytest.approx(0.5)
+    assert readback_tolerance(100.0, spec("f32")) == pytest.approx(100 * 4 * 2**-24)
+    assert readback_tolerance(100.0, spec("f64")) < 1e-12
+    assert readback_tolerance(100.0, spec("f64"), "f32") == pytest.approx(100 * 4 * 2**-24)
+
+
+# ---------------------------------------------------------------------------- planning
+
+
+def points(*items: tuple[str, str, int, str]) -> dict[str, PointSpec]:
+    """(name, table, address, type) -> specs"""
+    return {
+        name: PointSpec.model_validate({"table": table, "address": address, "type": type_})
+        for name, table, address, type_ in items
+    }
+
+
+def test_adjacent_points_merge_into_one_request() -> None:
+    plan = plan_reads(
+        points(("a", "holding", 0, "u16"), ("b", "holding", 1, "u32"), ("c", "holding", 3, "f64"))
+    )
+    assert plan == [ReadBlock("holding", 0, 7, ("a", "b", "c"))]
+
+
+def test_gaps_up_to_max_gap_are_read_through() -> None:
+    pts = points(("a", "holding", 0, "u16"), ("b", "holding", 9, "u16"))  # 8 unused between
+    assert plan_reads(pts) == [ReadBlock("holding", 0, 10, ("a", "b"))]
+    pts = points(("a", "holding", 0, "u16"), ("b", "holding", 10, "u16"))  # 9 unused
+    assert plan_reads(pts) == [
+        ReadBlock("holding", 0, 1, ("a",)),
+        ReadBlock("holding", 10, 1, ("b",)),
+    ]
+    assert plan_reads(pts, max_gap=9) == [ReadBlock("holding", 0, 11, ("a", "b"))]
+
+
+def test_max_gap_zero_still_merges_adjacent_points() -> None:
+    pts = points(("a", "input", 0, "u32"), ("b", "input", 2, "u16"), ("c", "input", 4, "u16"))
+    assert plan_reads(pts, max_gap=0) == [
+        ReadBlock("input", 0, 3, ("a", "b")),
+        ReadBlock("input", 4, 1, ("c",)),
+    ]
+
+
+def test_tables_are_never_mixed() -> None:
+    pts = points(
+        ("h", "holding", 0, "u16"),
+        ("i", "input", 0, "u16"),
+        ("c", "coil", 0, "bool"),
+        ("d", "discrete", 0, "bool"),
+        ("i2", "input", 1, "u16"),
+    )
+    plan = plan_reads(pts)
+    assert [(b.table, b.address, b.count, b.points) for b in plan] == [
+        ("holding", 0, 1, ("h",)),
+        ("input", 0, 2, ("i", "i2")),
+        ("coil", 0, 1, ("c",)),
+        ("discrete", 0, 1, ("d",)),
+    ]
+    assert [b.is_bits for b in plan] == [False, False, True, True]
+
+
+def test_register_limit_splits_without_splitting_a_point() -> None:
+    pts = points(*[(f"p{i}", "holding", 2 * i, "u32") for i in range(100)])  # 200 registers
+    plan = plan_reads(pts)
+    assert [(b.address, b.count) for b in plan] == [(0, 124), (124, 76)]
+    for block in plan:
+        assert block.count <= 125
+        for name in block.points:
+            a = pts[name].address
+            assert a is not None
+            assert block.address <= a and a + 2 <= block.end
+    assert sorted(n for b in plan for n in b.points) == sorted(pts)
+
+
+def test_bit_limit_is_2000() -> None:
+    pts = points(("a", "coil", 0, "bool"), ("b", "coil", 1999, "bool"), ("c", "coil", 2000, "bool"))
+    plan = plan_reads(pts, max_gap=5000)
+    assert plan == [ReadBlock("coil", 0, 2000, ("a", "b")), ReadBlock("coil", 2000, 1, ("c",))]
+
+
+def test_custom_limit() -> None:
+    pts = points(*[(f"p{i}", "input", i, "u16") for i in range(10)])
+    assert [b.count for b in plan_reads(pts, max_count=4)] == [4, 4, 2]
+    with pytest.raises(ValueError, match="request limit"):
+        plan_reads(points(("a", "input", 0, "f64")), max_count=3)
+
+
+def test_plan_refuses_points_without_location_and_negative_gap() -> None:
+    with pytest.raises(ValueError, match="no Modbus"):
+        plan_reads({"x": PointSpec(node="ns=2;s=x")})
+    with pytest.raises(ValueError, match="max_gap"):
+        plan_reads(points(("a", "holding", 0, "u16")), max_gap=-1)
+
+
+def test_extract_slices_one_point_out_of_a_block() -> None:
+    pts = points(("a", "holding", 10, "u16"), ("b", "holding", 12, "u32"))
+    (block,) = plan_reads(pts)
+    assert block == ReadBlock("holding", 10, 4, ("a", "b"))
+    regs = [7, 99, 0x1234, 0x5678]
+    assert extract(regs, block, pts["a"]) == [7]
+    assert extract(regs, block, pts["b"]) == [0x1234, 0x5678]
+    assert decode(extract(regs, block, pts["b"]), pts["b"]) == 0x12345678
+    with pytest.raises(DecodeError):
+        extract(regs[:3], block, pts["b"])
+    with pytest.raises(ValueError):
+        extract(regs, block, points(("z", "holding", 20, "u16"))["z"])
+    with pytest.raises(ValueError):
+        extract(regs, block, points(("z", "input", 10, "u16"))["z"])
