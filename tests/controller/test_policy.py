@@ -13,7 +13,7 @@ from laterne.models.site import SiteConfig
 from laterne.models.values import Observation, Reason
 
 # demo channels: 0 north.lane1, 1 north.lane2, 2 east.lane1, 3 east.lane2
-# segments: 0 bahnhofstr (ch 0+1), 1 elberfelder (ch 2+3), 2 lindenweg (ch 3)
+# segments: 0 bahnhofstr (ch 0+1), 1 elberfelder (ch 2), 2 lindenweg (ch 3)
 NIGHT = datetime(2026, 11, 25, 23, 0, tzinfo=UTC)  # Wednesday, 00:00 local
 NOON = datetime(2026, 11, 25, 11, 0, tzinfo=UTC)  # 12:00 local
 
@@ -64,7 +64,7 @@ def policy(demo_site: SiteConfig, demo_layout: SiteLayout) -> Policy:
         # busy main road, quiet side streets
         ([500, 500, 20, 10], [100, 30, 20], ["M2", "M5", "P5"]),
         # medium main road (150..400 -> M4), collector 100..300 -> M4, residential 60..200 -> P4
-        ([100, 100, 50, 100], [50, 60, 40], ["M4", "M4", "P4"]),
+        ([100, 100, 150, 100], [50, 60, 40], ["M4", "M4", "P4"]),
         # everything empty: lowest bands
         ([0, 0, 0, 0], [30, 30, 20], ["M5", "M5", "P5"]),
         # heavy everywhere
@@ -85,7 +85,7 @@ def test_night_dimming_follows_traffic_band(
     assert classes == expected_class
     np.testing.assert_allclose(
         state.segment_flow_veh_h,
-        [rates[0] + rates[1], rates[2] + rates[3], rates[3]],
+        [rates[0] + rates[1], rates[2], rates[3]],
     )
 
 
