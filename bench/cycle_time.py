@@ -53,6 +53,8 @@ async def bench_site(name: str, site: SiteConfig, cycles: int) -> dict[str, Any]
         runtime = Runtime(site, build_clients(site), history, clock)
         try:
             samples: list[float] = []
+            parts: dict[str, list[float]] = {"poll": [], "decide": [], "write": [], "record": []}
+            writes = 0
             failed = 0
             for i in range(cycles + 3):
                 await emu.step(clock.now())
@@ -62,6 +64,11 @@ async def bench_site(name: str, site: SiteConfig, cycles: int) -> dict[str, Any]
                 if i >= 3:  # the first cycles connect and write every command
                     samples.append(dt)
                     failed += report.failed_writes
+                    writes += report.writes
+                    parts["poll"].append(report.poll_s)
+                    parts["decide"].append(report.decide_s)
+                    parts["write"].append(report.write_s)
+                    parts["record"].append(report.record_s)
                 clock.advance(max(d.poll_interval_s for d in site.devices))
             offline = [k for k, v in runtime.device_states.items() if v.quality.value != "good"]
         finally:
@@ -78,6 +85,8 @@ async def bench_site(name: str, site: SiteConfig, cycles: int) -> dict[str, Any]
         "zones": lay.n_zones,
         "cycles": len(samples),
         "cycle": _stats(samples),
+        **{f"{name}": _stats(values) for name, values in parts.items()},
+        "writes_per_cycle": round(writes / len(samples), 1),
         "failed_writes": failed,
         "devices_not_good": len(offline),
     }
