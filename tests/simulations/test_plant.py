@@ -156,16 +156,26 @@ def test_outdoor_temperature_readout_comes_from_the_weather_year(
 # ------------------------------------------------------------------------------- counters
 
 
-def test_channel_peak_is_the_largest_road_type_it_feeds(params: PlantParams) -> None:
-    # counter-north feeds the main road; counter-east.lane2 feeds a collector and a residential
-    np.testing.assert_array_equal(params.channel_peak_flow_veh_h, [1200.0, 1200.0, 500.0, 500.0])
+def test_channel_peak_follows_the_road_type_it_feeds(params: PlantParams) -> None:
+    # counter-north feeds the main road, east.lane1 the collector, east.lane2 the residential
+    np.testing.assert_array_equal(params.channel_peak_flow_veh_h, [1200.0, 1200.0, 500.0, 120.0])
+
+
+def test_channel_feeding_two_roads_takes_the_larger_peak(demo_site: SiteConfig) -> None:
+    segs = list(demo_site.segments)
+    both = [segs[1].counters[0], segs[2].counters[0]]  # east.lane1 and east.lane2
+    segs[1] = segs[1].model_copy(update={"counters": both})  # collector now counts lane2 too
+    site = demo_site.model_copy(update={"segments": segs})
+    layout = SiteLayout.from_config(site)
+    peaks = make_params(site, layout).channel_peak_flow_veh_h
+    np.testing.assert_array_equal(peaks, [1200.0, 1200.0, 500.0, 500.0])
 
 
 def test_counters_are_cumulative_floats_that_never_wrap(
     demo_site: SiteConfig, demo_layout: SiteLayout
 ) -> None:
     params = make_params(demo_site, demo_layout, poisson=True)
-    offset = 2.0**32 - 1000
+    offset = 2.0**32 - 100  # the residential lane adds ~150 vehicles in the 3 h
     s0 = initial_state(demo_layout, T0, counter_offset_veh=offset)
     sp, dim = demo_layout.zone_default_c, np.full(3, 100.0)
     rng = np.random.default_rng(7)
