@@ -81,13 +81,13 @@ def demo(
     begin = _parse_start(start, site)
     clock = ScaledClock(begin, speed)
     tz = ZoneInfo(site.site.timezone)
-    history = SqliteHistory(db or Path(site.history_path))
+    history = SqliteHistory(db or Path(site.history.path))
     typer.echo(
         f"Laterne demo: {site.site.name}\n"
         f"  simulated time starts {begin.astimezone(tz):%Y-%m-%d %H:%M %Z}"
         f", {speed:g}× real time\n"
         f"  API   http://{host}:{port}/api/site   docs http://{host}:{port}/docs\n"
-        f"  history {db or site.history_path}\n  Ctrl-C stops."
+        f"  history {db or site.history.path}\n  Ctrl-C stops."
     )
     _run(_serve(site, clock, history, host, port, emulate=True, hours=hours))
 
@@ -101,7 +101,7 @@ def run(
 ) -> None:
     """Run the controller against the real devices of a site, in real time."""
     site = _load_or_exit(file)
-    history = SqliteHistory(db or Path(site.history_path))
+    history = SqliteHistory(db or Path(site.history.path))
     _run(_serve(site, WallClock(), history, host, port, emulate=False, hours=None))
 
 

@@ -28,6 +28,8 @@ __all__ = [
     "DataType",
     "Device",
     "DeviceProfile",
+    "HistoryConfig",
+    "InfluxConfig",
     "LightingBand",
     "ModbusEndpoint",
     "OccupancyPeriod",
@@ -85,8 +87,12 @@ class PointSpec(_Model):
     # Modbus location (0-based protocol address)
     table: Literal["holding", "input", "coil", "discrete"] | None = None
     address: int | None = Field(default=None, ge=0, le=65535)
-    # OPC-UA location
+    bit: int | None = Field(
+        default=None, ge=0, le=15, description="bit field: this bit of a u16 register (0 = LSB)"
+    )
+    # OPC-UA location: a NodeId, or a browse path from the Objects folder ("2:Plant/2:Temp")
     node: str | None = None
+    browse_path: str | None = None
     type: DataType = "u16"
     word_order: Literal["big", "little"] = "big"
     byte_order: Literal["big", "little"] = "big"
@@ -117,6 +123,10 @@ class PointSpec(_Model):
             hi = self.max if self.max is not None else float("inf")
             if not lo <= self.failsafe <= hi:
                 raise ValueError(f"failsafe {self.failsafe} is outside [{self.min}, {self.max}]")
+        if self.bit is not None and (self.table not in ("holding", "input") or self.type != "u16"):
+            raise ValueError("a bit field needs table holding or input and type u16")
+        if self.bit is not None and self.writable:
+            raise ValueError("bit fields are read-only (a write would clobber the other bits)")
         if self.table in ("coil", "discrete") and self.type != "bool":
             raise ValueError(f"a {self.table} point must have type bool, not {self.type}")
         if self.table in ("holding", "input") and self.type == "bool":
@@ -139,6 +149,10 @@ class DeviceProfile(_Model):
     protocol: Literal["modbus", "opcua"]
     description: str = ""
     points: dict[str, PointSpec] = Field(min_length=1)
+    # Modbus read planning: merge reads across gaps up to this many registers, never read more
+    # than this many registers in one request (the protocol allows 125)
+    max_gap_registers: int = Field(default=8, ge=0, le=124)
+    max_read_registers: int = Field(default=125, ge=1, le=125)
 
     @model_validator(mode="after")
     def _locations(self) -> DeviceProfile:
@@ -147,8 +161,10 @@ class DeviceProfile(_Model):
                 raise ValueError(f"point {name!r}: a modbus point needs table and address")
             if self.protocol == "modbus" and p.node is not None:
                 raise ValueError(f"point {name!r}: a modbus point has no node")
-            if self.protocol == "opcua" and p.node is None:
-                raise ValueError(f"point {name!r}: an opcua point needs node")
+            if self.protocol == "opcua" and (p.node is None) == (p.browse_path is None):
+                raise ValueError(f"point {name!r}: an opcua point needs node or browse_path")
+            if self.protocol == "modbus" and p.browse_path is not None:
+                raise ValueError(f"point {name!r}: a modbus point has no browse_path")
             if self.protocol == "opcua" and (p.table is not None or p.address is not None):
                 raise ValueError(f"point {name!r}: an opcua point has no table/address")
         if self.protocol == "modbus":
@@ -160,6 +176,8 @@ def _check_overlaps(points: dict[str, PointSpec]) -> None:
     spans: dict[str, list[tuple[int, int, str]]] = {}
     for name, p in points.items():
         assert p.table is not None and p.address is not None
+        if p.bit is not None:
+            continue  # bit fields share their register with other bit fields
         spans.setdefault(p.table, []).append((p.address, p.address + p.register_count, name))
     for table, items in spans.items():
         items.sort()
@@ -175,10 +193,33 @@ class ModbusEndpoint(_Model):
     host: str
     port: int = Field(default=502, ge=1, le=65535)
     unit_id: int = Field(default=1, ge=0, le=255)
+    max_in_flight: int = Field(
+        default=1, ge=1, le=16, description="requests in flight on this host:port (gateways: 1)"
+    )
 
 
 class OpcUaEndpoint(_Model):
+    """An OPC-UA server. Certificate paths are relative to the site file; credentials are
+    never in the YAML: ``username_env``/``password_env`` name environment variables."""
+
     url: Annotated[str, Field(pattern=r"^opc\.tcp://")]
+    security: Literal["none", "sign", "sign_and_encrypt"] = "none"
+    security_policy: Literal["Basic256Sha256"] = "Basic256Sha256"
+    certificate: str | None = None  # our client certificate (PEM or DER)
+    private_key: str | None = None  # its private key (PEM)
+    server_certificate: str | None = None  # the server's certificate, to trust it
+    username_env: str | None = None
+    password_env: str | None = None
+    subscribe: bool = Field(default=True, description="data-change subscriptions, else polling")
+    publishing_interval_ms: float = Field(default=1000.0, gt=0)
+
+    @model_validator(mode="after")
+    def _security(self) -> OpcUaEndpoint:
+        if self.security != "none" and (self.certificate is None or self.private_key is None):
+            raise ValueError(f"security {self.security} needs certificate and private_key")
+        if (self.username_env is None) != (self.password_env is None):
+            raise ValueError("username_env and password_env go together")
+        return self
 
 
 class Device(_Model):
@@ -187,6 +228,13 @@ class Device(_Model):
     endpoint: ModbusEndpoint | OpcUaEndpoint
     poll_interval_s: float = Field(default=10.0, gt=0)
     timeout_s: float = Field(default=2.0, gt=0)
+    stale_after_polls: int = Field(
+        default=3, ge=1, description="a value older than this many poll intervals is stale"
+    )
+
+    @property
+    def stale_after_s(self) -> float:
+        return self.poll_interval_s * self.stale_after_polls
 
 
 class PointRef(_Model):
@@ -363,6 +411,29 @@ class PolicyParams(_Model):
     )
 
 
+class InfluxConfig(_Model):
+    """An InfluxDB (v2 write API) server that receives a copy of the history. The token is read
+    from the environment variable ``token_env``, never from the YAML."""
+
+    url: Annotated[str, Field(pattern=r"^https?://")]
+    org: str = "laterne"
+    bucket: str = "laterne"
+    token_env: str | None = None
+    batch_size: int = Field(default=5000, ge=1)
+    flush_interval_s: float = Field(default=5.0, gt=0)
+    outbox_path: str = "var/influx-outbox.sqlite"
+
+
+class HistoryConfig(_Model):
+    path: str = "var/laterne.sqlite"
+    raw_retention_days: float = Field(
+        default=30, gt=0, description="raw readings older than this are folded into aggregates"
+    )
+    aggregate_minutes: int = Field(default=15, ge=1, le=1440)
+    aggregate_retention_days: float = Field(default=3650, gt=0)
+    influxdb: InfluxConfig | None = None
+
+
 class SiteConfig(_Model):
     site: SiteInfo
     profiles: dict[str, DeviceProfile]
@@ -371,7 +442,7 @@ class SiteConfig(_Model):
     buildings: list[Building] = Field(default_factory=list)
     tariff: Tariff = Field(default_factory=Tariff)
     policy: PolicyParams = Field(default_factory=PolicyParams)
-    history_path: str = "var/laterne.sqlite"
+    history: HistoryConfig = Field(default_factory=HistoryConfig)
 
     def device(self, device_id: str) -> Device:
         for d in self.devices:
@@ -524,7 +595,7 @@ def _line_for(path: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int |
     return None
 
 
-def parse_site(text: str, file: str = "<string>") -> SiteConfig:
+def parse_site(text: str, file: str = "<string>", base_dir: Path | None = None) -> SiteConfig:
     """Parse and validate a site configuration from YAML text.
 
     Raises
@@ -543,15 +614,19 @@ def parse_site(text: str, file: str = "<string>") -> SiteConfig:
         raise SiteConfigError(file, [ConfigIssue((), "expected a mapping at the top level", 1)])
     lines: dict[tuple[Any, ...], int] = {}
     _line_map(root, (), lines)
-    return validate_site(data, file, lines)
+    return validate_site(data, file, lines, base_dir)
 
 
 def validate_site(
-    data: dict[str, Any], file: str = "<generated>", lines: dict[tuple[Any, ...], int] | None = None
+    data: dict[str, Any],
+    file: str = "<generated>",
+    lines: dict[tuple[Any, ...], int] | None = None,
+    base_dir: Path | None = None,
 ) -> SiteConfig:
-    """Validate a site given as plain data (schema, then cross-references).
+    """Validate a site given as plain data (schema, then cross-references, then files).
 
-    ``lines`` maps YAML paths to line numbers when the data came from a file.
+    ``lines`` maps YAML paths to line numbers when the data came from a file; certificate paths
+    are resolved against ``base_dir`` (the site file's folder) and must exist.
     """
     where = lines or {}
     try:
@@ -563,9 +638,34 @@ def validate_site(
             issues.append(ConfigIssue(loc, err["msg"], _line_for(loc, where)))
         raise SiteConfigError(file, issues) from None
     problems = [ConfigIssue(i.path, i.message, _line_for(i.path, where)) for i in _cross_check(cfg)]
+    cfg, missing = _resolve_files(cfg, base_dir or Path.cwd())
+    problems += [ConfigIssue(i.path, i.message, _line_for(i.path, where)) for i in missing]
     if problems:
         raise SiteConfigError(file, problems)
     return cfg
+
+
+def _resolve_files(cfg: SiteConfig, base_dir: Path) -> tuple[SiteConfig, list[ConfigIssue]]:
+    """Make certificate paths absolute (relative to the site file) and check they exist."""
+    issues: list[ConfigIssue] = []
+    devices = list(cfg.devices)
+    for i, d in enumerate(devices):
+        ep = d.endpoint
+        if not isinstance(ep, OpcUaEndpoint):
+            continue
+        update: dict[str, str] = {}
+        for name in ("certificate", "private_key", "server_certificate"):
+            value = getattr(ep, name)
+            if value is None:
+                continue
+            path = (base_dir / value).resolve()
+            if not path.is_file():
+                where = ("devices", i, "endpoint", name)
+                issues.append(ConfigIssue(where, f"no such file: {path}"))
+            update[name] = str(path)
+        if update:
+            devices[i] = d.model_copy(update={"endpoint": ep.model_copy(update=update)})
+    return cfg.model_copy(update={"devices": devices}), issues
 
 
 def _is_union_tag(p: Any) -> bool:
@@ -582,4 +682,4 @@ def load_site(path: str | Path) -> SiteConfig:
         raise SiteConfigError(
             str(p), [ConfigIssue((), f"cannot read file: {exc.strerror}")]
         ) from exc
-    return parse_site(text, str(p))
+    return parse_site(text, str(p), p.parent)
