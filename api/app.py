@@ -32,6 +32,7 @@ from laterne.controller.view import SiteView
 from laterne.models.snapshot import (
     BuildingView,
     CommandRecord,
+    DeviceStateRecord,
     DeviceView,
     SegmentView,
     SiteSnapshot,
@@ -137,6 +138,21 @@ def create_app(view: SiteView) -> FastAPI:
             if d.id == device_id:
                 return d
         raise _not_found("device", device_id, [d.id for d in found])
+
+    @app.get(
+        "/api/devices/{device_id}/states",
+        response_model=list[DeviceStateRecord],
+        tags=["devices"],
+    )
+    def device_states(
+        device_id: str,
+        limit: Annotated[int, Query(ge=1, le=1000, description="at most this many")] = 100,
+    ) -> list[DeviceStateRecord]:
+        """Quality changes of one device (online, stale, faulty, offline), newest first."""
+        known = [d.id for d in view.snapshot().devices]
+        if device_id not in known:
+            raise _not_found("device", device_id, known)
+        return view.device_state_changes(device_id=device_id, limit=limit)
 
     @app.get("/api/segments", response_model=list[SegmentView], tags=["lighting"])
     def segments() -> list[SegmentView]:

@@ -8,11 +8,18 @@ recovery so a crew can still see what went wrong.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
-from laterne.models.values import DeviceState, Quality
+from laterne.models.values import DeviceState, PointReading, Quality
 
-__all__ = ["age_device_state", "changed", "initial_device_state", "next_device_state"]
+__all__ = [
+    "age_device_state",
+    "age_reading",
+    "changed",
+    "initial_device_state",
+    "next_device_state",
+]
 
 
 def initial_device_state(device_id: str, now: datetime) -> DeviceState:
@@ -41,3 +48,11 @@ def age_device_state(state: DeviceState, now: datetime, stale_after_s: float) ->
 
 def changed(prev: DeviceState, new: DeviceState) -> bool:
     return prev.quality is not new.quality
+
+
+def age_reading(reading: PointReading, now: datetime, stale_after_s: float) -> PointReading:
+    """A GOOD reading older than ``stale_after_s`` becomes STALE; its value is kept for display,
+    but :func:`~laterne.controller.observe.usable` no longer lets the controller act on it."""
+    if reading.quality is Quality.GOOD and (now - reading.ts).total_seconds() > stale_after_s:
+        return replace(reading, quality=Quality.STALE, error=f"no update for {stale_after_s:g} s")
+    return reading

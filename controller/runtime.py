@@ -23,7 +23,7 @@ from laterne.drivers.errors import DeviceOffline, DeviceTimeout, DriverError
 from laterne.drivers.sqlite_store import SqliteHistory
 from laterne.models.layout import SiteLayout
 from laterne.models.site import SiteConfig
-from laterne.models.snapshot import CommandRecord, SiteSnapshot
+from laterne.models.snapshot import CommandRecord, DeviceStateRecord, SiteSnapshot
 from laterne.models.values import (
     Commands,
     DeviceState,
@@ -34,7 +34,13 @@ from laterne.models.values import (
 )
 
 from .clock import Clock
-from .health import age_device_state, changed, initial_device_state, next_device_state
+from .health import (
+    age_device_state,
+    age_reading,
+    changed,
+    initial_device_state,
+    next_device_state,
+)
 from .observe import ReadingKey, build_observation
 from .policy import Policy, PolicyState
 from .safety import apply_safety
@@ -129,6 +135,20 @@ class Runtime:
     ) -> list[PointReading]:
         return self._history.readings(device_id, point, since=since, until=until, limit=limit)
 
+    def device_state_changes(
+        self, device_id: str | None = None, limit: int = 100
+    ) -> list[DeviceStateRecord]:
+        return [
+            DeviceStateRecord(
+                device_id=s.device_id,
+                quality=s.quality,
+                since=s.since,
+                last_good_at=s.last_good_at,
+                last_error=s.last_error,
+            )
+            for s in self._history.device_state_history(device_id=device_id, limit=limit)
+        ]
+
     @property
     def device_states(self) -> Mapping[str, DeviceState]:
         return dict(self._devices)
@@ -155,10 +175,7 @@ class Runtime:
         results = await asyncio.gather(*(self._poll(d.id, now) for d in due))
         t1 = time.perf_counter()
         fresh = [r for batch in results for r in batch]
-        for d in self.site.devices:
-            self._set_device(
-                age_device_state(self._devices[d.id], now, self.site.policy.stale_after_s)
-            )
+        self._age(now)
 
         obs = build_observation(self.layout, self._latest, now, self.site.policy.stale_after_s)
         state, wish = self.policy.step(self._state, obs, now)
@@ -212,6 +229,16 @@ class Runtime:
                 log.debug("closing %s: %s", c.device_id, exc)
 
     # ------------------------------------------------------------------------- internals
+
+    def _age(self, now: datetime) -> None:
+        """Values and devices not heard from for ``stale_after_polls`` poll intervals go STALE."""
+        for d in self.site.devices:
+            self._set_device(age_device_state(self._devices[d.id], now, d.stale_after_s))
+            for point in self.site.profiles[d.profile].points:
+                key = (d.id, point)
+                r = self._latest.get(key)
+                if r is not None:
+                    self._latest[key] = age_reading(r, now, d.stale_after_s)
 
     def _set_device(self, new: DeviceState) -> None:
         prev = self._devices[new.device_id]

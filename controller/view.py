@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from laterne.models.snapshot import CommandRecord, SiteSnapshot
+from laterne.models.snapshot import CommandRecord, DeviceStateRecord, SiteSnapshot
 from laterne.models.values import PointReading
 
 __all__ = ["SiteView"]
@@ -35,4 +35,10 @@ class SiteView(Protocol):
         limit: int = 1000,
     ) -> list[PointReading]:
         """Recorded readings of one point, oldest first, within [since, until)."""
+        ...
+
+    def device_state_changes(
+        self, device_id: str | None = None, limit: int = 100
+    ) -> list[DeviceStateRecord]:
+        """Quality changes of devices, newest first, optionally of one device."""
         ...

@@ -15,6 +15,7 @@ from .values import Quality
 __all__ = [
     "BuildingView",
     "CommandRecord",
+    "DeviceStateRecord",
     "DeviceView",
     "PointView",
     "SegmentView",
@@ -86,6 +87,16 @@ class CommandRecord(_View):
     source: str
     ok: bool
     error: str = ""
+
+
+class DeviceStateRecord(_View):
+    """One change of a device's quality, as the history keeps it for maintenance crews."""
+
+    device_id: str
+    quality: Quality
+    since: datetime
+    last_good_at: datetime | None
+    last_error: str
 
 
 class SiteSnapshot(_View):

@@ -15,6 +15,7 @@ from laterne.api.app import create_app
 from laterne.models.snapshot import (
     BuildingView,
     CommandRecord,
+    DeviceStateRecord,
     DeviceView,
     PointView,
     SegmentView,
@@ -113,6 +114,7 @@ class FakeSiteView:
     snap: SiteSnapshot = field(default_factory=make_snapshot)
     commands: list[CommandRecord] = field(default_factory=list)
     history: list[PointReading] = field(default_factory=list)
+    states: list[DeviceStateRecord] = field(default_factory=list)
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def snapshot(self) -> SiteSnapshot:
@@ -124,6 +126,13 @@ class FakeSiteView:
         self.calls.append(("recent_commands", {"limit": limit, "device_id": device_id}))
         found = [c for c in self.commands if device_id is None or c.device_id == device_id]
         return sorted(found, key=lambda c: c.ts, reverse=True)[:limit]
+
+    def device_state_changes(
+        self, device_id: str | None = None, limit: int = 100
+    ) -> list[DeviceStateRecord]:
+        self.calls.append(("device_state_changes", {"device_id": device_id, "limit": limit}))
+        found = [s for s in self.states if device_id is None or s.device_id == device_id]
+        return sorted(found, key=lambda s: s.since, reverse=True)[:limit]
 
     def readings(
         self,
@@ -177,9 +186,22 @@ def make_history() -> list[PointReading]:
     return [*good, failed]
 
 
+def make_states() -> list[DeviceStateRecord]:
+    return [
+        DeviceStateRecord(
+            device_id="ctr-1",
+            quality=q,
+            since=T0 + timedelta(minutes=m),
+            last_good_at=T0,
+            last_error="" if q is Quality.GOOD else "timeout",
+        )
+        for m, q in [(0, Quality.GOOD), (5, Quality.OFFLINE), (9, Quality.GOOD)]
+    ]
+
+
 @pytest.fixture
 def view() -> FakeSiteView:
-    return FakeSiteView(commands=make_commands(), history=make_history())
+    return FakeSiteView(commands=make_commands(), history=make_history(), states=make_states())
 
 
 @pytest.fixture

@@ -285,6 +285,7 @@ async def test_openapi_schema(client: httpx.AsyncClient) -> None:
         "/api/site",
         "/api/devices",
         "/api/devices/{device_id}",
+        "/api/devices/{device_id}/states",
         "/api/segments",
         "/api/segments/{segment_id}",
         "/api/buildings",
@@ -331,3 +332,21 @@ def test_api_never_imports_drivers() -> None:
                 if "drivers" in name.split("."):
                     offenders.append(f"{path.name}: {name}")
     assert offenders == []
+
+
+async def test_device_state_changes_newest_first(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/devices/ctr-1/states")
+    assert r.status_code == 200
+    body = r.json()
+    assert [s["quality"] for s in body] == ["good", "offline", "good"]
+    assert body[1]["last_error"] == "timeout"
+    r = await client.get("/api/devices/ctr-1/states", params={"limit": 1})
+    assert len(r.json()) == 1
+
+
+async def test_device_state_changes_unknown_device_is_404(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/devices/nope/states")
+    assert r.status_code == 404
+    assert "unknown device 'nope'" in r.json()["detail"]
+    r = await client.get("/api/devices/ctr-1/states", params={"limit": 0})
+    assert r.status_code == 422
