@@ -56,6 +56,11 @@ class Backoff:
         self._retry_at_s = float("-inf")
 
     @property
+    def monotonic(self) -> Callable[[], float]:
+        """The clock this backoff runs on [s]."""
+        return self._monotonic
+
+    @property
     def failures(self) -> int:
         """Consecutive failures since the last success."""
         return self._failures

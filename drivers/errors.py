@@ -15,15 +15,21 @@ The tree::
     │   ├── ExceptionResponse         Modbus exception response: ``code`` and its name
     │   └── BadStatus                 OPC-UA bad status code: ``code`` and its name
     ├── DecodeError                   the answer cannot be turned into a value (short, NaN, ...)
+    │   └── UnresolvedBrowsePath      OPC-UA: the server has no node at a point's browse path
     ├── WriteMismatch                 written, but the read-back differs: ``point, wanted, got``
     └── InvalidCommand                refused by us before anything was sent
         ├── NotWritable               the point is not writable (or does not exist)
         ├── OutOfBounds               outside the point's command bounds: ``point, value, lo, hi``
         └── EncodeError               not representable in the point's data type
+    └── SetupError                    the site's settings cannot be applied at connect time
+        └── MissingCredential         an environment variable named for a credential is unset
+
 
 ``CommunicationError`` means "mark the device OFFLINE"; ``DeviceRefused``, ``DecodeError`` and
 ``WriteMismatch`` mean "the device is there but misbehaves" (FAULTY); ``InvalidCommand`` means the
 caller asked for something the site configuration forbids, and the field never saw it.
+``SetupError`` is ours to fix on the controller's host (a variable to export, a certificate file
+to replace); the field never saw a byte either, and the device counts as FAULTY.
 """
 
 from __future__ import annotations
@@ -48,8 +54,11 @@ __all__ = [
     "EncodeError",
     "ExceptionResponse",
     "InvalidCommand",
+    "MissingCredential",
     "NotWritable",
     "OutOfBounds",
+    "SetupError",
+    "UnresolvedBrowsePath",
     "WriteMismatch",
     "map_exceptions",
 ]
@@ -132,6 +141,16 @@ class DecodeError(DriverError):
     """The device's answer cannot be turned into a value (wrong length, NaN, wrong type)."""
 
 
+class UnresolvedBrowsePath(DecodeError):
+    """The server resolves no node (or more than one) at a point's browse path."""
+
+    def __init__(self, path: str, reason: str, context: str = "") -> None:
+        self.path = path
+        self.reason = reason
+        prefix = f"{context}: " if context else ""
+        super().__init__(f"{prefix}browse path {path!r} does not resolve: {reason}")
+
+
 class WriteMismatch(DriverError):
     """A write was acknowledged, but reading the point back gave a different value."""
 
@@ -170,6 +189,20 @@ class EncodeError(InvalidCommand):
         self.value = value
         self.type_name = type_name
         super().__init__(f"{value!r} cannot be encoded as {type_name}: {reason}")
+
+
+class SetupError(DriverError):
+    """The device's settings cannot be applied: a certificate that does not load, a credential
+    variable that is not set. Nothing was sent; fixing the controller's host fixes it."""
+
+
+class MissingCredential(SetupError):
+    """The environment variable ``variable`` named by the site configuration is not set."""
+
+    def __init__(self, variable: str, what: str, context: str = "") -> None:
+        self.variable = variable
+        prefix = f"{context}: " if context else ""
+        super().__init__(f"{prefix}environment variable {variable} ({what}) is not set")
 
 
 def _ua_status_name(code: int) -> str:
