@@ -503,6 +503,14 @@ def _cross_check(cfg: SiteConfig) -> Iterator[ConfigIssue]:
             yield ConfigIssue(("devices", i, "endpoint"), "a modbus device needs host/port/unit_id")
         if proto == "opcua" and not isinstance(d.endpoint, OpcUaEndpoint):
             yield ConfigIssue(("devices", i, "endpoint"), "an opcua device needs url")
+        if isinstance(d.endpoint, OpcUaEndpoint) and d.endpoint.subscribe:
+            # keep-alives come about once per publishing interval; two must fit in the limit
+            if 2 * d.endpoint.publishing_interval_ms / 1000 > d.stale_after_s:
+                yield ConfigIssue(
+                    ("devices", i, "endpoint", "publishing_interval_ms"),
+                    f"{d.endpoint.publishing_interval_ms:g} ms is too slow for a device that "
+                    f"goes stale after {d.stale_after_s:g} s (at most half of it)",
+                )
     seen_ep: dict[tuple[str, int, int], str] = {}
     for i, d in enumerate(cfg.devices):
         if isinstance(d.endpoint, ModbusEndpoint):

@@ -169,6 +169,16 @@ def test_overlapping_registers_refused() -> None:
         parse_site(broken, "x.yaml")
 
 
+def test_subscription_slower_than_staleness_refused() -> None:
+    broken = TEXT.replace(
+        'endpoint: {url: "opc.tcp://127.0.0.1:14840/laterne/"}',
+        'endpoint: {url: "opc.tcp://127.0.0.1:14840/laterne/", publishing_interval_ms: 20000}',
+    )
+    with pytest.raises(SiteConfigError, match="too slow") as info:
+        parse_site(broken, "x.yaml")
+    assert info.value.issues[0].field == "devices.5.endpoint.publishing_interval_ms"
+
+
 def test_writable_point_needs_bounds() -> None:
     broken = TEXT.replace("writable: true, min: 0, max: 100, failsafe: 100}", "writable: true}")
     with pytest.raises(SiteConfigError, match="needs min and max"):
