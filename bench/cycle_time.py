@@ -1,6 +1,11 @@
 """Benchmark: duration of one control cycle (poll over real Modbus TCP and OPC-UA on loopback,
 observation, policy, safety filter, writes, SQLite history), for the demo site and for a generated
 district. Prints JSON. Usage: python bench/cycle_time.py [--cycles 100] [--luminaires 2000] ...
+
+The emulated site runs in a child process (``bench/_emulator_proc.py``, stepping the plant on its
+own wall clock at speed 1), so serving the devices does not count as polling them. ``--inproc``
+runs the emulator in the benchmark's own event loop instead, stepped before every cycle (the
+figures before the split).
 """
 
 from __future__ import annotations
@@ -10,8 +15,12 @@ import asyncio
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +40,7 @@ from laterne.simulations.generate import generate_district
 from laterne.simulations.ports import with_free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
 START = datetime(2026, 11, 25, 22, 0, tzinfo=UTC)  # a winter night: lights on, traffic varying
 
 
@@ -43,11 +53,46 @@ def _stats(samples_s: list[float]) -> dict[str, float]:
     }
 
 
-async def bench_site(name: str, site: SiteConfig, cycles: int) -> dict[str, Any]:
+@asynccontextmanager
+async def emulator_process(site: SiteConfig) -> AsyncIterator[None]:
+    """The site emulated by ``bench/_emulator_proc.py`` in a child process, until exit."""
+    with tempfile.TemporaryDirectory() as tmp:
+        dump = Path(tmp) / "site.json"
+        dump.write_text(json.dumps(site.model_dump(mode="json", exclude_unset=True)))
+        proc = subprocess.Popen(
+            [sys.executable, str(HERE / "_emulator_proc.py"), str(dump), START.isoformat()],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            line = await asyncio.to_thread(proc.stdout.readline)
+            if line.strip() != "READY":
+                raise RuntimeError(f"the emulator process did not start (said {line!r})")
+            yield
+        finally:
+            proc.terminate()
+            await asyncio.to_thread(proc.wait, 30)
+
+
+async def bench_site(
+    name: str, site: SiteConfig, cycles: int, *, inproc: bool = False
+) -> dict[str, Any]:
     site = with_free_ports(site)
     clock = ManualClock(START)
-    emu = SiteEmulator(site, start=START)
-    await emu.start()
+    emu: SiteEmulator | None = None
+    async with AsyncExitStack() as stack:
+        if inproc:
+            emu = await stack.enter_async_context(SiteEmulator(site, start=START))
+        else:
+            await stack.enter_async_context(emulator_process(site))
+        return await _bench_cycles(name, site, clock, cycles, emu)
+
+
+async def _bench_cycles(
+    name: str, site: SiteConfig, clock: ManualClock, cycles: int, emu: SiteEmulator | None
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         history = SqliteHistory(Path(tmp) / "bench.sqlite")
         runtime = Runtime(site, build_clients(site), history, clock)
@@ -57,7 +102,8 @@ async def bench_site(name: str, site: SiteConfig, cycles: int) -> dict[str, Any]
             writes = 0
             failed = 0
             for i in range(cycles + 3):
-                await emu.step(clock.now())
+                if emu is not None:
+                    await emu.step(clock.now())
                 t0 = time.perf_counter()
                 report = await runtime.run_cycle()
                 dt = time.perf_counter() - t0
@@ -73,11 +119,11 @@ async def bench_site(name: str, site: SiteConfig, cycles: int) -> dict[str, Any]
             offline = [k for k, v in runtime.device_states.items() if v.quality.value != "good"]
         finally:
             await runtime.close()
-            await emu.stop()
             history.close()
     lay = runtime.layout
     return {
         "site": name,
+        "emulator": "separate process" if emu is None else "in-process",
         "devices": len(site.devices),
         "segments": lay.n_segments,
         "luminaires": int(lay.seg_luminaires.sum()),
@@ -123,6 +169,7 @@ async def main() -> None:
     ap.add_argument("--segments", type=int, default=200)
     ap.add_argument("--counters", type=int, default=50)
     ap.add_argument("--buildings", type=int, default=20)
+    ap.add_argument("--inproc", action="store_true", help="emulator in this process")
     args = ap.parse_args()
     district = generate_district(
         n_segments=args.segments,
@@ -131,8 +178,10 @@ async def main() -> None:
         n_buildings=args.buildings,
     )
     results = [
-        await bench_site("demo", load_site(ROOT / "site-configs" / "demo.yaml"), args.cycles),
-        await bench_site("generated district", district, args.cycles),
+        await bench_site(
+            "demo", load_site(ROOT / "site-configs" / "demo.yaml"), args.cycles, inproc=args.inproc
+        ),
+        await bench_site("generated district", district, args.cycles, inproc=args.inproc),
         bench_policy(district),
     ]
     print(

@@ -23,10 +23,25 @@ from zero for integer types, and raises :class:`EncodeError` when the result doe
 type. ``bool`` points (coils, discrete inputs) have raw 0 or 1 and follow the same formula.
 Values are Python floats, so 64-bit integers are exact only up to 2**53 (about 9.0e15).
 
+A *bit field* (``bit: b`` on a ``u16`` holding or input register) has raw value
+``(register >> b) & 1`` (bit 0 is the least significant bit), then ``raw * scale + offset``.
+Bit fields are read-only: writing one would clobber the other bits of its register, so
+:func:`encode` refuses them. Several bit fields of one register, and a whole-register point at
+the same address, are served by one read of that register.
+
+Counters of unsigned type decode to their raw value, ``0 .. 2**bits - 1``; turning a wrap
+(``0xFFFFFFFF`` then ``0``) into a rate is the policy's business, modulo ``2**bits``.
+
 :func:`plan_reads` groups the points of one device into as few requests as the protocol allows:
 per table, sorted by address, a block grows while the next point starts at most ``max_gap``
 registers after the block's end and the block stays within the protocol limit (125 registers,
-2000 bits). A point is never split across blocks.
+2000 bits). A point is never split across blocks; points that share registers (bit fields of
+one status word) share a block.
+
+:class:`BlockDecoder` is the hot path of a poll: compiled once per block, it packs the block's
+registers into bytes once and unpacks every point with a precompiled :class:`struct.Struct`, so a
+poll does no per-register Python work beyond one ``struct.pack``. It agrees with :func:`decode`
+point for point (tested).
 """
 
 from __future__ import annotations
@@ -44,6 +59,7 @@ from .errors import DecodeError, EncodeError
 __all__ = [
     "MAX_BITS_PER_READ",
     "MAX_REGISTERS_PER_READ",
+    "BlockDecoder",
     "ReadBlock",
     "Table",
     "decode",
@@ -112,6 +128,8 @@ def decode(registers: Sequence[int], spec: PointSpec) -> float:
     for r in registers:
         if not 0 <= r <= 0xFFFF:
             raise DecodeError(f"register value {r} is not a 16-bit word")
+    if spec.bit is not None:
+        return float(((registers[0] >> spec.bit) & 1) * spec.scale + spec.offset)
     raw = struct.unpack(">" + _STRUCT_CODE[spec.type], _to_bytes(registers, spec))[0]
     if spec.type in ("f32", "f64") and not math.isfinite(raw):
         raise DecodeError(f"{spec.type} register content is {raw} (not a number)")
@@ -126,8 +144,11 @@ def encode(value: float, spec: PointSpec) -> list[int]:
     Raises
     ------
     EncodeError
-        ``value`` is not finite, or the raw value does not fit the type.
+        ``value`` is not finite, the raw value does not fit the type, or the point is a bit
+        field (read-only: a write would clobber the register's other bits).
     """
+    if spec.bit is not None:
+        raise EncodeError(value, spec.type, f"bit field (bit {spec.bit}) is read-only")
     if not math.isfinite(value):
         raise EncodeError(value, spec.type, "not a finite number")
     raw = (value - spec.offset) / spec.scale
@@ -283,3 +304,147 @@ def extract(block_registers: Sequence[int], block: ReadBlock, spec: PointSpec) -
     if len(block_registers) < block.count:
         raise DecodeError(f"asked for {block.count} values, got {len(block_registers)}")
     return list(block_registers[offset : offset + n])
+
+
+# ---------------------------------------------------------------------- block decoding
+
+#: how one point is taken out of a block's bytes (see BlockDecoder)
+_BIT, _BOOL, _STRUCT, _FLOAT = 0, 1, 2, 3
+
+
+@dataclass(frozen=True, slots=True)
+class _PointPlan:
+    name: str
+    how: int  # _BIT, _BOOL, _STRUCT or _FLOAT
+    index: int  # word (or bit) index in the block; for _STRUCT/_FLOAT a byte offset
+    buffer: int  # which packed view of the block: bit 0 = little byte order, bit 1 = reversed
+    unpack: struct.Struct | None
+    bit: int
+    scale: float
+    offset: float
+    type_name: str
+
+
+class BlockDecoder:
+    """Decodes every point of one :class:`ReadBlock` from the block's answer in one pass.
+
+    Built once per block (per device), used on every poll: the block's registers are packed into
+    bytes once (big-endian words; a byte-swapped and a word-reversed view only when a point needs
+    one) and every point is unpacked at its byte offset with a precompiled ``struct.Struct``.
+    ``word_order: little`` is read from the word-reversed view, where a point's words appear
+    least significant first at offset ``count - offset - n``. Values equal :func:`decode`'s.
+
+    Parameters
+    ----------
+    block : the request
+    points : name -> spec; must contain every point the block serves
+    """
+
+    __slots__ = ("_block", "_buffers_needed", "_plans")
+
+    def __init__(self, block: ReadBlock, points: Mapping[str, PointSpec]) -> None:
+        self._block = block
+        plans: list[_PointPlan] = []
+        needed = 0
+        for name in block.points:
+            spec = points[name]
+            if spec.table != block.table or spec.address is None:
+                raise ValueError(f"point {name!r} is not part of {block}")
+            off = spec.address - block.address
+            n = spec.register_count
+            if off < 0 or off + n > block.count:
+                raise ValueError(f"point {name!r} (+{n}) is outside block {block}")
+            if block.is_bits:
+                plans.append(
+                    _PointPlan(name, _BOOL, off, 0, None, 0, spec.scale, spec.offset, "bool")
+                )
+                continue
+            if spec.bit is not None:
+                plans.append(
+                    _PointPlan(name, _BIT, off, 0, None, spec.bit, spec.scale, spec.offset, "u16")
+                )
+                continue
+            buffer = (1 if spec.byte_order == "little" else 0) | (
+                2 if spec.word_order == "little" else 0
+            )
+            needed |= 1 << buffer
+            start = block.count - off - n if spec.word_order == "little" else off
+            how = _FLOAT if spec.type in ("f32", "f64") else _STRUCT
+            plans.append(
+                _PointPlan(
+                    name,
+                    how,
+                    2 * start,
+                    buffer,
+                    struct.Struct(">" + _STRUCT_CODE[spec.type]),
+                    0,
+                    spec.scale,
+                    spec.offset,
+                    spec.type,
+                )
+            )
+        self._plans = tuple(plans)
+        self._buffers_needed = needed
+
+    @property
+    def block(self) -> ReadBlock:
+        return self._block
+
+    def decode(self, registers: Sequence[int]) -> list[tuple[str, float, str]]:
+        """``(name, value, error)`` for every point of the block, in the block's point order.
+
+        ``error`` is empty for a decoded value; for a float register holding NaN or infinity the
+        value is NaN and ``error`` says why (the other points are unaffected).
+
+        Raises
+        ------
+        DecodeError
+            fewer values than the block asked for, or a value that is not a 16-bit word (0/1 for
+            coils and discrete inputs): the whole answer is unusable.
+        """
+        block = self._block
+        count = block.count
+        if len(registers) < count:
+            raise DecodeError(f"asked for {count} values, got {len(registers)}")
+        regs = registers if len(registers) == count else registers[:count]
+        out: list[tuple[str, float, str]] = []
+        if block.is_bits:
+            for p in self._plans:
+                raw = regs[p.index]
+                if raw not in (0, 1):
+                    raise DecodeError(f"bool raw value must be 0 or 1, got {raw}")
+                out.append((p.name, float(raw * p.scale + p.offset), ""))
+            return out
+        buffers = self._pack(regs)
+        for p in self._plans:
+            if p.how == _BIT:
+                out.append((p.name, float(((regs[p.index] >> p.bit) & 1) * p.scale + p.offset), ""))
+                continue
+            assert p.unpack is not None
+            raw = p.unpack.unpack_from(buffers[p.buffer], p.index)[0]
+            if p.how == _FLOAT and not math.isfinite(raw):
+                out.append(
+                    (p.name, math.nan, f"{p.type_name} register content is {raw} (not a number)")
+                )
+                continue
+            out.append((p.name, float(raw * p.scale + p.offset), ""))
+        return out
+
+    def _pack(self, regs: Sequence[int]) -> list[bytes]:
+        buffers = [b"", b"", b"", b""]
+        needed = self._buffers_needed
+        count = len(regs)
+        try:
+            if needed & 0b0001:
+                buffers[0] = struct.pack(f">{count}H", *regs)
+            if needed & 0b0010:
+                buffers[1] = struct.pack(f"<{count}H", *regs)
+            if needed & 0b1100:
+                rev = list(reversed(regs))
+                if needed & 0b0100:
+                    buffers[2] = struct.pack(f">{count}H", *rev)
+                if needed & 0b1000:
+                    buffers[3] = struct.pack(f"<{count}H", *rev)
+        except struct.error as exc:
+            raise DecodeError(f"a register value is not a 16-bit word: {exc}") from exc
+        return buffers

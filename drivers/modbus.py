@@ -1,4 +1,4 @@
-"""Modbus TCP driver: one shared connection per gateway, typed errors, reconnect with backoff.
+"""Modbus TCP driver: shared connections per gateway, typed errors, reconnect with backoff.
 
 Rule: pymodbus is touched only by :class:`ModbusGateway`, and every one of its failure shapes
 (it raises, returns a response whose ``isError()`` is true, or logs and drops a frame, which we
@@ -7,9 +7,13 @@ see as a timeout) leaves the gateway as exactly one :class:`~laterne.drivers.err
 Theory of operation
 -------------------
 A *gateway* is one ``host:port``. Every Modbus unit behind it (unit ids 1, 2, 3 on an RTU
-gateway, or the one unit of a plain TCP device) shares one TCP connection, and requests on it
-are serialised (``max_in_flight``, default 1: most gateways cannot interleave requests). The
-connection is opened lazily by the first request.
+gateway, or the one unit of a plain TCP device) shares its connections. ``max_in_flight``
+(default 1) bounds the requests outstanding at the endpoint at once. pymodbus 3.16 serialises
+requests per client (one lock per connection), so the gateway keeps a small pool of up to
+``max_in_flight`` TCP connections and hands each request an idle one: with the default of 1 there
+is exactly one connection and requests on it are strictly serialised, as most gateways require;
+with N > 1 up to N requests overlap on N connections. Connections are opened lazily, one at a time
+(under one lock, so a dead endpoint costs one connect attempt, not N).
 
 Failures and what they do to the connection:
 
@@ -17,10 +21,10 @@ Failures and what they do to the connection:
 failure                            raised             connection
 =================================  =================  ==========================================
 connect refused / connect timeout  DeviceOffline      backoff starts
-connection lost                    DeviceOffline      dropped, backoff starts
+connection lost                    DeviceOffline      that connection dropped, backoff starts
 no answer in ``timeout_s``         DeviceTimeout      kept (one silent unit must not take its
                                                       neighbours offline); dropped, without
-                                                      backoff, after 3 timeouts in a row
+                                                      backoff, after 3 timeouts in a row on it
 exception response                 ExceptionResponse  kept; the gateway answered
 during backoff                     DeviceOffline      not touched: fails at once
 =================================  =================  ==========================================
@@ -30,15 +34,20 @@ injected monotonic clock. Any answer, even an exception response, ends it. Loss 
 a gateway are logged once each, on the transition.
 
 A :class:`ModbusDevice` is one unit id plus its profile. It reads all points through the merged
-read plan of :func:`~laterne.drivers.codec.plan_reads`; if the device refuses a read that spans
-a gap (ILLEGAL DATA ADDRESS), it re-plans once without gaps and keeps that plan. Writes are
-checked against the profile before anything is sent, then read back and compared.
+read plan of :func:`~laterne.drivers.codec.plan_reads`, sized by the profile
+(``max_gap_registers``, ``max_read_registers``); if the device refuses a read that spans a gap
+(ILLEGAL DATA ADDRESS), it re-plans once without gaps and keeps that plan. A unit that does not
+answer (a dead RTU slave behind a live gateway) gets its own backoff: until it is due again its
+reads fail at once with ``DeviceOffline``, so it does not cost its neighbours ``timeout_s`` on
+the shared connection every poll (OpenEMS #6, Home Assistant #51326). Writes are checked against
+the profile before anything is sent, then read back and compared.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
@@ -50,10 +59,10 @@ from pymodbus.pdu import ExceptionResponse as PduExceptionResponse
 from pymodbus.pdu import ModbusPDU
 
 from laterne.models.site import Device, DeviceProfile, ModbusEndpoint
-from laterne.models.values import PointReading
+from laterne.models.values import PointReading, Quality
 
 from .backoff import Backoff
-from .codec import ReadBlock, Table, decode, encode, extract, plan_reads, readback_tolerance
+from .codec import BlockDecoder, ReadBlock, Table, decode, encode, plan_reads, readback_tolerance
 from .errors import (
     DecodeError,
     DeviceOffline,
@@ -77,12 +86,40 @@ _ILLEGAL_DATA_ADDRESS = 0x02
 _Request = Callable[[AsyncModbusTcpClient], Awaitable[ModbusPDU]]
 
 
-@dataclass(frozen=True, slots=True)
+class _Loss:
+    """Whether pymodbus reported a connection lost, and the request waiting on that connection.
+
+    pymodbus does not fail a pending request when the peer closes the connection (it waits for
+    the timeout), so its ``trace_connect(False)`` callback wakes the waiter here instead.
+    """
+
+    __slots__ = ("lost", "waiter")
+
+    def __init__(self) -> None:
+        self.lost = False
+        self.waiter: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        self.lost = True
+        _wake(self.waiter)
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
+@dataclass(slots=True)
 class _Link:
-    """One TCP connection and the event pymodbus sets when the peer drops it."""
+    """One TCP connection, its loss flag and its run of unanswered requests."""
 
     client: AsyncModbusTcpClient
-    lost: asyncio.Event
+    loss: _Loss
+    silent_requests: int = 0
+
+    @property
+    def usable(self) -> bool:
+        return self.client.connected and not self.loss.lost
 
 
 class ModbusGateway:
@@ -92,8 +129,10 @@ class ModbusGateway:
     ----------
     host, port : the TCP endpoint
     timeout_s : connect timeout and answer timeout of each request [s]
-    max_in_flight : requests allowed on the connection at once. pymodbus 3.16 serialises
-        requests per client anyway, so values above 1 currently buy no parallelism.
+    max_in_flight : requests outstanding at the endpoint at once; each in-flight request has a
+        TCP connection of its own (pymodbus serialises requests per connection), so this is
+        also the most connections the gateway opens. 1 (the default): one connection, strictly
+        serialised requests.
     backoff : reconnect policy; by default ``Backoff(monotonic=monotonic)``
     monotonic : clock for the default backoff [s]
     """
@@ -118,11 +157,13 @@ class ModbusGateway:
         self.max_in_flight = max_in_flight
         self._backoff = backoff if backoff is not None else Backoff(monotonic=monotonic)
         self._slots = asyncio.Semaphore(max_in_flight)
+        # idle slot numbers; a request holds one slot (and its connection) from start to answer
+        self._idle: list[int] = list(range(max_in_flight - 1, -1, -1))
+        self._links: list[_Link | None] = [None] * max_in_flight
         self._connect_lock = asyncio.Lock()
-        self._link: _Link | None = None
-        self._silent_requests = 0
         self._up: bool | None = None  # None: never tried
         self._users = 0
+        self._requests = 0
 
     def __repr__(self) -> str:
         return f"ModbusGateway({self.host!r}, {self.port})"
@@ -134,8 +175,18 @@ class ModbusGateway:
 
     @property
     def connected(self) -> bool:
-        """True while a TCP connection is open."""
-        return self._link is not None and self._link.client.connected
+        """True while at least one TCP connection is open."""
+        return self.connections > 0
+
+    @property
+    def connections(self) -> int:
+        """TCP connections open now (at most ``max_in_flight``)."""
+        return sum(1 for link in self._links if link is not None and link.client.connected)
+
+    @property
+    def requests(self) -> int:
+        """Requests sent since the gateway was made (instrumentation for benchmarks)."""
+        return self._requests
 
     @property
     def backoff(self) -> Backoff:
@@ -163,8 +214,9 @@ class ModbusGateway:
             pdu = await self._request(
                 ctx, lambda c: c.read_discrete_inputs(address, count=count, device_id=unit_id)
             )
+        values: list[int]
         if table in ("coil", "discrete"):
-            values = [int(b) for b in pdu.bits]
+            values = [int(b) for b in pdu.bits[:count]]
         else:
             values = list(pdu.registers)
         if len(values) < count:
@@ -188,15 +240,16 @@ class ModbusGateway:
         )
 
     async def close(self) -> None:
-        """Close the connection now. The next request reconnects (subject to backoff)."""
-        self._drop()
+        """Close every connection now. The next request reconnects (subject to backoff)."""
+        for slot in range(self.max_in_flight):
+            self._drop(slot)
 
     def attach(self) -> None:
         """Register one more device using this gateway (see :meth:`release`)."""
         self._users += 1
 
     async def release(self) -> None:
-        """A device stops using the gateway; the last one out closes the connection."""
+        """A device stops using the gateway; the last one out closes the connections."""
         self._users = max(0, self._users - 1)
         if self._users == 0:
             await self.close()
@@ -208,69 +261,83 @@ class ModbusGateway:
 
     async def _request(self, ctx: str, call: _Request) -> ModbusPDU:
         async with self._slots:
-            link = await self._connected_link()
+            slot = self._idle.pop()
             try:
-                with map_exceptions(ctx):
-                    response = await self._answer_or_loss(link, call)
-            except DeviceTimeout:
-                self._silent_requests += 1
-                if self._silent_requests >= _MAX_SILENT_REQUESTS:
-                    _log.info(
-                        "%s: %d requests in a row unanswered, reconnecting",
-                        self.label,
-                        self._silent_requests,
-                    )
-                    self._drop()
-                raise
-            except DeviceOffline as exc:
-                self._lost(str(exc))
-                raise
-            self._answered()
-            if isinstance(response, PduExceptionResponse):
-                raise ExceptionResponse(response.exception_code, ctx)
-            if response.isError():
-                raise DecodeError(f"{ctx}: error response {response}")
-            return response
+                return await self._request_on(slot, ctx, call)
+            finally:
+                self._idle.append(slot)
+
+    async def _request_on(self, slot: int, ctx: str, call: _Request) -> ModbusPDU:
+        link = await self._connected_link(slot)
+        self._requests += 1
+        try:
+            with map_exceptions(ctx):
+                response = await self._answer_or_loss(link, call)
+        except DeviceTimeout:
+            link.silent_requests += 1
+            if link.silent_requests >= _MAX_SILENT_REQUESTS and self._links[slot] is link:
+                _log.info(
+                    "%s: %d requests in a row unanswered, reconnecting",
+                    self.label,
+                    link.silent_requests,
+                )
+                self._drop(slot)
+            raise
+        except DeviceOffline as exc:
+            self._lost(slot, link, str(exc))
+            raise
+        link.silent_requests = 0
+        self._answered()
+        if isinstance(response, PduExceptionResponse):
+            raise ExceptionResponse(response.exception_code, ctx)
+        if response.isError():
+            raise DecodeError(f"{ctx}: error response {response}")
+        return response
 
     async def _answer_or_loss(self, link: _Link, call: _Request) -> ModbusPDU:
         """The response, or ``DeviceOffline`` as soon as the connection drops under the request.
 
-        pymodbus does not fail a pending request when the peer closes the connection (it waits
-        for the timeout), so we race the request against the connection's loss.
+        One task per request and one plain future it and the loss callback both complete: no
+        watcher task, no ``asyncio.wait`` (this is the hot path of every poll). pymodbus enforces
+        ``timeout_s`` itself; the ``2 * timeout_s + 1`` guard only catches a hang inside it.
         """
-        request = asyncio.ensure_future(call(link.client))
-        lost = asyncio.ensure_future(link.lost.wait())
+        loop = asyncio.get_running_loop()
+        request: asyncio.Future[ModbusPDU] = asyncio.ensure_future(call(link.client))
+        waiter: asyncio.Future[None] = loop.create_future()
+        request.add_done_callback(lambda _t: _wake(waiter))
+        guard = loop.call_later(2 * self.timeout_s + 1.0, _wake, waiter)
+        link.loss.waiter = waiter
         try:
-            # pymodbus enforces timeout_s itself; this guard only catches a hang inside it
-            async with asyncio.timeout(2 * self.timeout_s + 1.0):
-                await asyncio.wait({request, lost}, return_when=asyncio.FIRST_COMPLETED)
+            await waiter
         finally:
-            lost.cancel()
+            guard.cancel()
+            link.loss.waiter = None
             if not request.done():
                 request.cancel()
                 with suppress(asyncio.CancelledError, Exception):
                     await request
-        if request.done() and not request.cancelled():
+        if not request.cancelled():
             return request.result()
-        raise DeviceOffline(f"modbus {self.label}: connection lost during the request")
+        if link.loss.lost:
+            raise DeviceOffline(f"modbus {self.label}: connection lost during the request")
+        raise DeviceTimeout(f"modbus {self.label}: request hung past {2 * self.timeout_s + 1} s")
 
-    async def _connected_link(self) -> _Link:
-        if self._link is not None and self._link.client.connected:
-            return self._link
+    async def _connected_link(self, slot: int) -> _Link:
+        link = self._links[slot]
+        if link is not None and link.usable:
+            return link
         async with self._connect_lock:
-            if self._link is not None and self._link.client.connected:
-                return self._link
             if not self._backoff.ready():
                 raise DeviceOffline(
                     f"modbus {self.label}: offline after {self._backoff.failures} failed"
                     f" attempt(s), next attempt in {self._backoff.remaining_s():.1f} s"
                 )
-            self._drop()
-            lost = asyncio.Event()
+            self._drop(slot)
+            loss = _Loss()
 
             def on_connect(connected: bool) -> None:
                 if not connected:
-                    lost.set()
+                    loss.set()
 
             client = AsyncModbusTcpClient(
                 self.host,
@@ -281,39 +348,42 @@ class ModbusGateway:
                 reconnect_delay=0,  # reconnects are ours, not a pymodbus background task
                 trace_connect=on_connect,
             )
-            # silence is handled by _request (_MAX_SILENT_REQUESTS), not by pymodbus
+            # silence is handled by _request_on (_MAX_SILENT_REQUESTS), not by pymodbus
             client.set_max_no_responses(1_000_000)
             try:
                 with map_exceptions(f"modbus {self.label}"):
                     ok = await client.connect()
             except DriverError as exc:
                 client.close()
-                self._lost(str(exc))
+                self._lost(slot, None, str(exc))
                 raise
             if not ok:
                 client.close()
                 msg = f"modbus {self.label}: connect refused or timed out"
-                self._lost(msg)
+                self._lost(slot, None, msg)
                 raise DeviceOffline(msg)
-            self._link = _Link(client, lost)
-            self._silent_requests = 0
-            return self._link
+            link = _Link(client, loss)
+            self._links[slot] = link
+            return link
 
-    def _drop(self) -> None:
-        if self._link is not None:
-            self._link.client.close()
-            self._link = None
-        self._silent_requests = 0
+    def _drop(self, slot: int) -> None:
+        link = self._links[slot]
+        if link is not None:
+            self._links[slot] = None
+            link.client.close()
 
-    def _lost(self, reason: str) -> None:
-        self._drop()
+    def _lost(self, slot: int, link: _Link | None, reason: str) -> None:
+        """A connect failed (``link`` None) or the connection ``link`` of ``slot`` was lost."""
+        if link is None or self._links[slot] is link:
+            self._drop(slot)
+        if not self._backoff.ready():
+            return  # a sibling connection already reported this outage
         delay_s = self._backoff.failure()
         if self._up is not False:
             _log.warning("%s is offline (%s); retrying in %.1f s", self.label, reason, delay_s)
         self._up = False
 
     def _answered(self) -> None:
-        self._silent_requests = 0
         self._backoff.success()
         if self._up is False:
             _log.info("%s recovered", self.label)
@@ -326,13 +396,20 @@ class ModbusDevice:
     Parameters
     ----------
     device : the site's device entry (its endpoint must be a :class:`ModbusEndpoint`)
-    profile : its profile (protocol ``modbus``)
+    profile : its profile (protocol ``modbus``); ``max_gap_registers`` and
+        ``max_read_registers`` size the read plan (see :func:`plan_reads`)
     gateway : the shared gateway for ``device.endpoint.host:port``
-    max_gap : registers read through between two points (see :func:`plan_reads`)
+    backoff : this unit's own retry policy after it stops answering; by default
+        ``Backoff(monotonic=gateway.backoff.monotonic)``
     """
 
     def __init__(
-        self, device: Device, profile: DeviceProfile, gateway: ModbusGateway, *, max_gap: int = 8
+        self,
+        device: Device,
+        profile: DeviceProfile,
+        gateway: ModbusGateway,
+        *,
+        backoff: Backoff | None = None,
     ) -> None:
         if not isinstance(device.endpoint, ModbusEndpoint):
             raise TypeError(f"device {device.id!r} has no Modbus endpoint")
@@ -347,10 +424,30 @@ class ModbusDevice:
         self._profile = profile
         self._gateway = gateway
         self.unit_id: int = ep.unit_id
-        self._plan = plan_reads(profile.points, max_gap=max_gap)
-        self._plan_without_gaps = plan_reads(profile.points, max_gap=0)
+        self._backoff = (
+            backoff if backoff is not None else Backoff(monotonic=gateway.backoff.monotonic)
+        )
+        # [min, max] of every point, for the fast GOOD path of _read_plan
+        self._bounds: dict[str, tuple[float, float]] = {
+            name: (
+                spec.min if spec.min is not None else -math.inf,
+                spec.max if spec.max is not None else math.inf,
+            )
+            for name, spec in profile.points.items()
+        }
+        self._plan = self._compile(profile.max_gap_registers)
+        self._plan_without_gaps = self._compile(0)
         self._attached = False
         self._attach()
+
+    def _compile(self, max_gap: int) -> list[BlockDecoder]:
+        points = self._profile.points
+        blocks = plan_reads(points, max_gap=max_gap, max_count=self._profile.max_read_registers)
+        return [BlockDecoder(b, points) for b in blocks]
+
+    def _gaps_read_through(self) -> bool:
+        """True if the current plan reads registers that no point uses."""
+        return [d.block for d in self._plan] != [d.block for d in self._plan_without_gaps]
 
     @property
     def device_id(self) -> str:
@@ -363,24 +460,44 @@ class ModbusDevice:
         return self._gateway
 
     @property
+    def backoff(self) -> Backoff:
+        """This unit's retry policy after timeouts (the gateway has its own for connects)."""
+        return self._backoff
+
+    @property
     def plan(self) -> list[ReadBlock]:
         """The read requests one :meth:`read` sends."""
-        return list(self._plan)
+        return [d.block for d in self._plan]
 
     async def read(self, now: datetime) -> dict[str, PointReading]:
-        """Read every point; see :meth:`laterne.drivers.base.DeviceClient.read`."""
+        """Read every point; see :meth:`laterne.drivers.base.DeviceClient.read`.
+
+        Raises ``DeviceOffline`` at once, without a request, while this unit is backing off
+        after it stopped answering.
+        """
         require_utc(now)
         self._attach()
-        try:
-            return await self._read_plan(self._plan, now)
-        except ExceptionResponse as exc:
-            if exc.code != _ILLEGAL_DATA_ADDRESS or self._plan == self._plan_without_gaps:
-                raise
-            _log.info(
-                "%s refuses reads through gaps; reading without gaps from now on", self.device_id
+        if not self._backoff.ready():
+            raise DeviceOffline(
+                f"modbus {self._gateway.label} unit {self.unit_id}: no answer to"
+                f" {self._backoff.failures} read(s) in a row, next attempt in"
+                f" {self._backoff.remaining_s():.1f} s"
             )
-            self._plan = self._plan_without_gaps
-            return await self._read_plan(self._plan, now)
+        try:
+            try:
+                return await self._read_plan(self._plan, now)
+            except ExceptionResponse as exc:
+                if exc.code != _ILLEGAL_DATA_ADDRESS or not self._gaps_read_through():
+                    raise
+                _log.info(
+                    "%s refuses reads through gaps; reading without gaps from now on",
+                    self.device_id,
+                )
+                self._plan = self._plan_without_gaps
+                return await self._read_plan(self._plan, now)
+        except DeviceTimeout:
+            self._backoff.failure()
+            raise
 
     async def write(self, point: str, value: float) -> float:
         """Write one point and read it back; see :meth:`laterne.drivers.base.DeviceClient.write`."""
@@ -410,17 +527,27 @@ class ModbusDevice:
             self._attached = True
             self._gateway.attach()
 
-    async def _read_plan(self, plan: list[ReadBlock], now: datetime) -> dict[str, PointReading]:
+    async def _read_plan(self, plan: list[BlockDecoder], now: datetime) -> dict[str, PointReading]:
         points = self._profile.points
+        device_id = self.device_id
+        bounds = self._bounds
         readings: dict[str, PointReading] = {}
-        for block in plan:
+        for decoder in plan:
+            block = decoder.block
             values = await self._gateway.read(self.unit_id, block.table, block.address, block.count)
-            for name in block.points:
-                spec = points[name]
-                try:
-                    value = decode(extract(values, block, spec), spec)
-                except DecodeError as exc:
-                    readings[name] = faulty_reading(self.device_id, name, now, str(exc))
+            try:
+                decoded = decoder.decode(values)
+            except DecodeError as exc:
+                for name in block.points:
+                    readings[name] = faulty_reading(device_id, name, now, str(exc))
+                continue
+            for name, value, error in decoded:
+                lo, hi = bounds[name]
+                if error:
+                    readings[name] = faulty_reading(device_id, name, now, error)
+                elif lo <= value <= hi:  # decoded values are finite (floats checked above)
+                    readings[name] = PointReading(device_id, name, value, Quality.GOOD, now)
                 else:
-                    readings[name] = reading_from_value(self.device_id, name, spec, value, now)
+                    readings[name] = reading_from_value(device_id, name, points[name], value, now)
+        self._backoff.success()
         return {name: readings[name] for name in points}  # profile order

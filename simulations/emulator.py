@@ -27,6 +27,10 @@ Theory of operation
   Every other measured point (``status``, ``failed_lamps``, ...) reads 0; other writable points
   keep whatever a client wrote. Values are converted from the plant's unit to the point's ``unit``
   (W/kW/MW, Wh/kWh/MWh); an unknown unit for a mapped point is an :class:`EmulatorError`.
+* Bit fields (``bit: b`` on a u16 register) read 0 unless the site maps them to a plant quantity
+  (then the bit is set when the raw value rounds to non-zero). All bit fields of one register are
+  combined into one register write, so they never clobber each other; a register that also holds
+  a whole-register point is that point's value, and its bits are whatever that value's bits are.
 * Encoding: ``raw = (value - offset) / scale``. Counters of unsigned integer type wrap modulo
   2^bits (the plant's counts are cumulative floats that never wrap); other integers are rounded and
   clipped to the type's range. Registers hold big-endian words; ``byte_order: little`` swaps the two
@@ -157,6 +161,10 @@ def raw_value(value: float, spec: PointSpec) -> int | float | bool:
     if spec.type == "bool":
         return bool(value != 0)
     raw = (value - spec.offset) / spec.scale
+    if spec.bit is not None:
+        if not math.isfinite(raw):
+            raise ValueError(f"cannot encode {value!r} as bit {spec.bit}")
+        return 1 if round(raw) != 0 else 0
     if spec.type in ("f32", "f64"):
         return float(raw)
     bits, signed = _INT_BITS[spec.type]
@@ -172,6 +180,8 @@ def encode_registers(value: float, spec: PointSpec) -> list[int]:
     """Registers holding ``value`` [engineering units] as the point declares it."""
     if spec.type == "bool":
         raise ValueError("a bool point lives in coils or discrete inputs, not registers")
+    if spec.bit is not None:
+        return [int(raw_value(value, spec)) << spec.bit]
     data = struct.pack(">" + _STRUCT[spec.type], raw_value(value, spec))
     words = [data[i : i + 2] for i in range(0, len(data), 2)]
     if spec.byte_order == "little":
@@ -185,6 +195,8 @@ def decode_registers(registers: Sequence[int], spec: PointSpec) -> float:
     """The engineering value held in ``registers``: the inverse of :func:`encode_registers`."""
     if len(registers) != spec.register_count:
         raise ValueError(f"{spec.type} needs {spec.register_count} registers, got {len(registers)}")
+    if spec.bit is not None:
+        return float((int(registers[0]) >> spec.bit) & 1) * spec.scale + spec.offset
     words = [int(r).to_bytes(2, "big") for r in registers]
     if spec.word_order == "little":
         words.reverse()
@@ -268,6 +280,28 @@ class _ModbusHost:
     units: dict[int, str]  # unit id -> device id
     points: list[tuple[int, _Binding]] = field(default_factory=list)  # (unit, binding)
     server: ModbusTcpServer | None = None
+    #: bit fields grouped by register: (unit, table, address) -> bindings; registers that also
+    #: hold a whole-register point are left out (that point's value decides their bits)
+    bit_words: dict[tuple[int, str, int], list[_Binding]] = field(default_factory=dict)
+
+    def group_bits(self) -> None:
+        """Fill :attr:`bit_words` from :attr:`points` (call once all points are added)."""
+        covered: set[tuple[int, str, int]] = set()
+        for unit, b in self.points:
+            spec = b.spec
+            if spec.bit is None and spec.table in ("holding", "input"):
+                assert spec.address is not None
+                for a in range(spec.address, spec.address + spec.register_count):
+                    covered.add((unit, spec.table, a))
+        self.bit_words = {}
+        for unit, b in self.points:
+            spec = b.spec
+            if spec.bit is None:
+                continue
+            assert spec.table is not None and spec.address is not None
+            key = (unit, spec.table, spec.address)
+            if key not in covered:
+                self.bit_words.setdefault(key, []).append(b)
 
     @property
     def running(self) -> bool:
@@ -389,6 +423,8 @@ class SiteEmulator:
             else:
                 opc_devices.setdefault(ep.url, []).append(d.id)
         self._opc_devices = opc_devices
+        for host in self._modbus.values():
+            host.group_bits()
 
     # -------------------------------------------------------------------- public surface
 
@@ -667,6 +703,8 @@ class SiteEmulator:
                 else:
                     value = self._value_of(b, measured)
                 spec = b.spec
+                if spec.bit is not None:
+                    continue  # written per register below
                 assert spec.table is not None and spec.address is not None
                 vals: list[int] | list[bool]
                 if spec.type == "bool":
@@ -674,6 +712,11 @@ class SiteEmulator:
                 else:
                     vals = encode_registers(value, spec)
                 await mb.server.async_setValues(unit, _FC[spec.table], spec.address, vals)
+            for (unit, table, address), bits in mb.bit_words.items():
+                word = 0
+                for b in bits:
+                    word |= encode_registers(self._value_of(b, measured), b.spec)[0]
+                await mb.server.async_setValues(unit, _FC[table], address, [word])
         for opc in self._opcua.values():
             if only is not None and opc is not only:
                 continue

@@ -95,6 +95,8 @@ class ModbusServerHandle:
     devices: list[SimDevice]
     server: ModbusTcpServer | None = None
     requests: list[tuple[int, int]] = field(default_factory=list)  # (unit id, function code)
+    #: (unit id, function code, address, count) of every request received
+    ranges: list[tuple[int, int, int, int]] = field(default_factory=list)
 
     async def start(self) -> None:
         """(Re)start on the same port, with the datastores rebuilt from ``devices``."""
@@ -103,10 +105,14 @@ class ModbusServerHandle:
         def trace(sending: bool, pdu: ModbusPDU) -> ModbusPDU:
             if not sending:
                 self.requests.append((pdu.dev_id, pdu.function_code))
+                count = getattr(pdu, "count", 0)
+                self.ranges.append((pdu.dev_id, pdu.function_code, pdu.address, count))
             return pdu
 
         self.server = ModbusTcpServer(
-            self.devices, address=("127.0.0.1", self.port), trace_pdu=trace
+            self.devices,
+            address=("127.0.0.1", self.port),
+            trace_pdu=trace,
         )
         await self.server.serve_forever(background=True)
 
@@ -120,6 +126,16 @@ class ModbusServerHandle:
         assert self.server is not None
         got = await self.server.async_getValues(unit_id, READ_FC[table], address, count)
         return [int(v) for v in got]
+
+    async def set_values(
+        self, unit_id: int, table: str, address: int, values: Sequence[int]
+    ) -> None:
+        """Change what the server holds (directly in its datastore)."""
+        assert self.server is not None
+        vals: list[int] | list[bool] = (
+            [bool(v) for v in values] if table in ("coil", "discrete") else list(values)
+        )
+        await self.server.async_setValues(unit_id, READ_FC[table], address, vals)
 
     @property
     def connections(self) -> int:

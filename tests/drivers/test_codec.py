@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from laterne.drivers.codec import (
+    BlockDecoder,
     ReadBlock,
     decode,
     encode,
@@ -272,3 +273,156 @@ def test_extract_slices_one_point_out_of_a_block() -> None:
         extract(regs, block, points(("z", "holding", 20, "u16"))["z"])
     with pytest.raises(ValueError):
         extract(regs, block, points(("z", "input", 10, "u16"))["z"])
+
+
+# ---------------------------------------------------------------------------- bit fields
+
+
+def bit_spec(bit: int, **kw: Any) -> PointSpec:
+    return PointSpec.model_validate(
+        {"table": "input", "address": 0, "type": "u16", "bit": bit, **kw}
+    )
+
+
+@pytest.mark.parametrize(
+    ("register", "bit", "value"),
+    [
+        (0x0001, 0, 1.0),
+        (0x0001, 1, 0.0),
+        (0x8000, 15, 1.0),
+        (0x8000, 14, 0.0),
+        (0x7FFF, 15, 0.0),
+        (0xFFFF, 7, 1.0),
+        (0xA5A5, 0, 1.0),  # 1010 0101 1010 0101
+        (0xA5A5, 1, 0.0),
+        (0xA5A5, 2, 1.0),
+        (0xA5A5, 13, 1.0),
+        (0xA5A5, 14, 0.0),
+        (0x0000, 0, 0.0),
+    ],
+)
+def test_bit_field_golden(register: int, bit: int, value: float) -> None:
+    assert decode([register], bit_spec(bit)) == value
+
+
+def test_bit_field_scale_offset_and_refusals() -> None:
+    assert decode([0x0004], bit_spec(2, scale=100)) == 100.0  # a flag shown as 0/100 %
+    with pytest.raises(DecodeError):
+        decode([0x10000], bit_spec(0))
+    with pytest.raises(EncodeError, match="read-only"):
+        encode(1, bit_spec(3))
+
+
+def test_bit_fields_of_one_register_share_one_request() -> None:
+    pts = {
+        "status": PointSpec(table="input", address=4, type="u16"),
+        "lamp_fault": PointSpec(table="input", address=5, type="u16", bit=0),
+        "door_open": PointSpec(table="input", address=5, type="u16", bit=3),
+        "on_battery": PointSpec(table="input", address=5, type="u16", bit=15),
+        "count": PointSpec(table="input", address=6, type="u32"),
+    }
+    for gap in (0, 8):
+        plan = plan_reads(pts, max_gap=gap)
+        assert plan == [
+            ReadBlock("input", 4, 4, ("status", "door_open", "lamp_fault", "on_battery", "count"))
+        ]
+    # alone in their register: one one-register request for three points
+    only_bits = {k: v for k, v in pts.items() if v.bit is not None}
+    assert plan_reads(only_bits, max_gap=0) == [
+        ReadBlock("input", 5, 1, ("door_open", "lamp_fault", "on_battery"))
+    ]
+    # a whole-register point and bit fields of that same register
+    pts["word"] = PointSpec(table="input", address=5, type="u16")
+    (block,) = plan_reads(pts, max_gap=0)
+    assert (block.address, block.count, len(block.points)) == (4, 4, 6)
+    regs = [7, 0b1000_0000_0000_1001, 0x0001, 0x0002]
+    got = {n: v for n, v, _e in BlockDecoder(block, pts).decode(regs)}
+    assert got == {
+        "status": 7.0,
+        "lamp_fault": 1.0,
+        "door_open": 1.0,
+        "on_battery": 1.0,
+        "word": float(0b1000_0000_0000_1001),
+        "count": 65538.0,
+    }
+
+
+# ---------------------------------------------------------------------- counters at the wrap
+
+
+@pytest.mark.parametrize(
+    ("type_", "regs", "value"),
+    [
+        ("u16", [0xFFFF], 65535.0),
+        ("u16", [0x0000], 0.0),
+        ("u32", [0xFFFF, 0xFFFF], 4294967295.0),
+        ("u32", [0x0000, 0x0000], 0.0),
+        ("u32", [0x0000, 0x0001], 1.0),
+        ("u32", [0xFFFF, 0xFFFE], 4294967294.0),
+        ("u64", [0xFFFF, 0xFFFF, 0xFFFF, 0xFFFF], float(2**64 - 1)),  # 2**64 as a float
+        ("u64", [0x001F, 0xFFFF, 0xFFFF, 0xFFFF], float(2**53 - 1)),  # largest exact one
+        ("u64", [0, 0, 0, 0], 0.0),
+        ("u64", [0, 0, 0, 1], 1.0),
+    ],
+)
+@pytest.mark.parametrize("wo", ["big", "little"])
+def test_counters_decode_to_raw_values_at_the_wrap(
+    type_: str, regs: list[int], value: float, wo: str
+) -> None:
+    s = spec(type_, kind="counter", word_order=wo)
+    words = regs if wo == "big" else regs[::-1]
+    assert decode(words, s) == value
+    (block,) = plan_reads({"c": s})
+    assert BlockDecoder(block, {"c": s}).decode(words) == [("c", value, "")]
+
+
+def test_u32_counter_wrap_difference_modulo_2_32() -> None:
+    """What the policy does with two reads across the wrap: (new - old) mod 2**32."""
+    s = spec("u32", kind="counter")
+    before = decode([0xFFFF, 0xFFF0], s)
+    after = decode([0x0000, 0x0010], s)
+    assert (before, after) == (4294967280.0, 16.0)
+    assert (after - before) % 2**32 == 32.0
+
+
+# ---------------------------------------------------------------------- block decoding
+
+
+def test_block_decoder_agrees_with_decode_for_every_golden_row() -> None:
+    pts: dict[str, PointSpec] = {}
+    regs: list[int] = []
+    for i, (type_, wo, bo, scale, offset, words, _value) in enumerate(GOLDEN):
+        if type_ == "bool":
+            continue
+        pts[f"p{i}"] = PointSpec.model_validate(
+            {"table": "holding", "address": len(regs), "type": type_, "word_order": wo,
+             "byte_order": bo, "scale": scale, "offset": offset}
+        )  # fmt: skip
+        regs.extend(words)
+    (block,) = plan_reads(pts)
+    got = BlockDecoder(block, pts).decode(regs)
+    assert [n for n, _v, _e in got] == list(block.points)
+    for name, value, error in got:
+        assert error == ""
+        assert value == decode(extract(regs, block, pts[name]), pts[name]), name
+
+
+def test_block_decoder_bits_nan_and_short_answers() -> None:
+    pts = points(("a", "coil", 0, "bool"), ("b", "coil", 3, "bool"))
+    (block,) = plan_reads(pts)
+    assert BlockDecoder(block, pts).decode([1, 0, 0, 0]) == [("a", 1.0, ""), ("b", 0.0, "")]
+    with pytest.raises(DecodeError):
+        BlockDecoder(block, pts).decode([2, 0, 0, 0])
+    pts = points(("t", "input", 0, "f32"), ("ok", "input", 2, "u16"))
+    (block,) = plan_reads(pts)
+    dec = BlockDecoder(block, pts)
+    (t, ok) = dec.decode([0x7FC0, 0x0000, 5])
+    assert t[0] == "t" and math.isnan(t[1]) and "not a number" in t[2]
+    assert ok == ("ok", 5.0, "")
+    with pytest.raises(DecodeError, match="asked for 3"):
+        dec.decode([0, 0])
+    with pytest.raises(DecodeError, match="16-bit"):
+        dec.decode([0, 0, 0x10000])
+    assert dec.decode([0, 0, 5, 99]) == [("t", 0.0, ""), ("ok", 5.0, "")]  # extra ignored
+    with pytest.raises(ValueError):
+        BlockDecoder(ReadBlock("input", 1, 2, ("t",)), pts)

@@ -491,12 +491,20 @@ async def test_silent_device_times_out_without_backoff(
         assert timeout_s * 0.9 <= elapsed < timeout_s * 3
         assert gw.backoff.failures == 0  # a silent unit must not take its neighbours offline
         assert gw.connected
+        assert dev.backoff.failures == 1  # the unit backs off on its own
+
+        t0 = time.monotonic()
+        with pytest.raises(DeviceOffline, match="unit 1: no answer to 1 read"):
+            await dev.read(NOW)  # still backing off: fails at once, nothing sent
+        assert time.monotonic() - t0 < timeout_s / 2
 
         for _ in range(2):
+            clock.advance(dev.backoff.remaining_s())
             with pytest.raises(DeviceTimeout):
                 await dev.read(NOW)
         assert not gw.connected  # three in a row: presumed half-open, dropped (no backoff)
         assert gw.backoff.failures == 0
+        clock.advance(dev.backoff.remaining_s())
         with pytest.raises(DeviceTimeout):
             await dev.read(NOW)
         assert accepted == 2  # reconnected at once

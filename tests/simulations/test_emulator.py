@@ -15,7 +15,7 @@ from asyncua.ua.uaerrors import UaStatusCodeError
 from pymodbus.client import AsyncModbusTcpClient
 
 from laterne.controller.clock import ManualClock
-from laterne.models.site import ModbusEndpoint, OpcUaEndpoint, PointSpec, SiteConfig
+from laterne.models.site import ModbusEndpoint, OpcUaEndpoint, PointRef, PointSpec, SiteConfig
 from laterne.simulations.emulator import EmulatorError, SiteEmulator
 from laterne.simulations.plant import building_heating_kw, segment_power_w
 from laterne.simulations.ports import with_free_ports
@@ -297,3 +297,45 @@ async def test_bits_gaps_word_order_and_more_opcua_types(demo_site: SiteConfig) 
             await gym.write_value(ua.DataValue(ua.Variant(20.5, ua.VariantType.Float)))
         await emu.step(T0 + timedelta(minutes=2))
         assert emu.plant.setpoint_c[1] == 20.5
+
+
+async def test_bit_fields_read_zero_unless_mapped_and_share_their_register(
+    demo_site: SiteConfig,
+) -> None:
+    seg = demo_site.profiles["segment-controller"]
+    points = {
+        **seg.points,
+        "lamp_fault": PointSpec(table="input", address=5, type="u16", bit=0),
+        "lamps_on": PointSpec(table="input", address=5, type="u16", bit=1),
+        "door_open": PointSpec(table="input", address=5, type="u16", bit=3),
+        # a bit of a register that also holds a whole point: that point's value decides it
+        "many_failed": PointSpec(table="input", address=4, type="u16", bit=2),
+    }
+    profiles = {
+        **demo_site.profiles,
+        "segment-controller": seg.model_copy(update={"points": points}),
+    }
+    segments = [
+        s.model_copy(update={"power": PointRef.model_validate("seg-bahnhofstr.lamps_on")})
+        if s.id == "bahnhofstr"
+        else s
+        for s in demo_site.segments
+    ]
+    site = with_free_ports(
+        demo_site.model_copy(update={"profiles": profiles, "segments": segments})
+    )
+    async with SiteEmulator(site, start=T0) as emu:
+        client = await modbus_client(site, "seg-bahnhofstr")
+        try:
+            for dev_id, lamps_on in (("seg-bahnhofstr", 1), ("seg-lindenweg", 0)):
+                rr = await client.read_input_registers(0, count=6, device_id=unit(site, dev_id))
+                assert not rr.isError()
+                assert rr.registers[5] == lamps_on << 1  # mapped bit set, the others 0
+                assert rr.registers[4] == 0  # failed_lamps, untouched by the bit field
+            rr = await client.read_input_registers(0, count=2, device_id=1)
+            assert rr.registers == [0, 0]  # power_w: no longer mapped, so 0
+            await emu.step(T0 + timedelta(minutes=1))
+            rr = await client.read_input_registers(5, count=1, device_id=1)
+            assert rr.registers == [0b10]
+        finally:
+            client.close()
