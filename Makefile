@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(BIN)/laterne demo site-configs/demo.yaml
 
 test: lint
+	scripts/install-test-services.sh
 	$(BIN)/pytest -q
 
 # mypy sees the card's folders as the `laterne` package through a tree of symlinks

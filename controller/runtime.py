@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from laterne.drivers.base import DeviceClient
 from laterne.drivers.errors import DeviceOffline, DeviceTimeout, DriverError
@@ -46,7 +47,22 @@ from .policy import Policy, PolicyState
 from .safety import apply_safety
 from .snapshot import build_snapshot
 
-__all__ = ["CycleReport", "Runtime", "commands_to_writes"]
+__all__ = ["COMPACT_EVERY_S", "CycleReport", "HistoryMirror", "Runtime", "commands_to_writes"]
+
+#: how often old raw readings are folded into aggregates [s of clock time]
+COMPACT_EVERY_S = 3600.0
+
+
+class HistoryMirror(Protocol):
+    """A second history that receives a copy of everything (e.g. InfluxDB through an outbox).
+    Its record calls must not block on a network: they only queue."""
+
+    def record_readings(self, readings: Sequence[PointReading]) -> None: ...
+
+    def record_commands(self, records: Sequence[CommandRecord]) -> None: ...
+
+    def record_device_state(self, state: DeviceState) -> None: ...
+
 
 log = logging.getLogger("laterne.runtime")
 
@@ -81,6 +97,16 @@ def commands_to_writes(layout: SiteLayout, cmds: Commands) -> list[PointWrite]:
     return out
 
 
+_Published = tuple[
+    datetime | None,
+    int,
+    PolicyState,
+    Commands | None,
+    dict[ReadingKey, PointReading],
+    dict[str, DeviceState],
+]
+
+
 class Runtime:
     """Runs one site: implements :class:`~laterne.controller.view.SiteView` for the API."""
 
@@ -90,6 +116,7 @@ class Runtime:
         clients: Mapping[str, DeviceClient],
         history: SqliteHistory,
         clock: Clock,
+        mirrors: Sequence[HistoryMirror] = (),
     ) -> None:
         missing = {d.id for d in site.devices} - set(clients)
         if missing:
@@ -99,6 +126,8 @@ class Runtime:
         self.policy = Policy(self.layout, site.policy)
         self._clients = clients
         self._history = history
+        self._mirrors = tuple(mirrors)
+        self._last_compact: datetime | None = None
         self._clock = clock
         now = clock.now()
         self._state: PolicyState = self.policy.initial_state()
@@ -111,14 +140,21 @@ class Runtime:
         self._written: dict[ReadingKey, float] = {}
         self._cycle = 0
         self._last_ts: datetime | None = None
-        self._snapshot = build_snapshot(
-            site, self.layout, None, 0, self._state, None, self._latest, self._devices
-        )
+        # the snapshot is built when asked for (by the API, from its threads), at most once per
+        # cycle, from a frozen copy of the cycle's results: serving it costs the cycle nothing
+        self._published: _Published = (None, 0, self._state, None, {}, dict(self._devices))
+        self._cached: tuple[_Published, SiteSnapshot] | None = None
 
     # ------------------------------------------------------------------ SiteView (API side)
 
     def snapshot(self) -> SiteSnapshot:
-        return self._snapshot
+        published, cached = self._published, self._cached
+        if cached is not None and cached[0] is published:
+            return cached[1]
+        ts, cycle, state, cmds, latest, devices = published
+        snap = build_snapshot(self.site, self.layout, ts, cycle, state, cmds, latest, devices)
+        self._cached = (published, snap)
+        return snap
 
     def recent_commands(
         self, limit: int = 100, device_id: str | None = None
@@ -185,13 +221,13 @@ class Runtime:
         records = await self._write_all(commands_to_writes(self.layout, safe), now)
         t3 = time.perf_counter()
         await asyncio.to_thread(self._record, fresh, records)
+        await self._maybe_compact(now)
         t4 = time.perf_counter()
 
         self._cycle += 1
         self._last_ts = now
-        self._snapshot = build_snapshot(
-            self.site, self.layout, now, self._cycle, state, safe, self._latest, self._devices
-        )
+        self._published = (now, self._cycle, state, safe, dict(self._latest), dict(self._devices))
+        self._snapshot = None
         return CycleReport(
             ts=now,
             cycle=self._cycle,
@@ -233,12 +269,19 @@ class Runtime:
     def _age(self, now: datetime) -> None:
         """Values and devices not heard from for ``stale_after_polls`` poll intervals go STALE."""
         for d in self.site.devices:
-            self._set_device(age_device_state(self._devices[d.id], now, d.stale_after_s))
+            state = age_device_state(self._devices[d.id], now, d.stale_after_s)
+            qualities = set()
             for point in self.site.profiles[d.profile].points:
                 key = (d.id, point)
                 r = self._latest.get(key)
                 if r is not None:
-                    self._latest[key] = age_reading(r, now, d.stale_after_s)
+                    self._latest[key] = aged = age_reading(r, now, d.stale_after_s)
+                    qualities.add(aged.quality)
+            if state.quality is Quality.GOOD and qualities == {Quality.STALE}:
+                # it answers, but with nothing newer than the limit (e.g. a quiet subscription)
+                error = f"no value newer than {d.stale_after_s:g} s"
+                state = next_device_state(state, Quality.STALE, error, now)
+            self._set_device(state)
 
     def _set_device(self, new: DeviceState) -> None:
         prev = self._devices[new.device_id]
@@ -255,6 +298,8 @@ class Runtime:
                     new.last_error,
                 )
             self._history.record_device_state(new)
+            for m in self._mirrors:
+                m.record_device_state(new)
             if new.quality is Quality.OFFLINE:
                 # rewrite its commands once it is back: it may have rebooted to its defaults
                 for key in [k for k in self._written if k[0] == new.device_id]:
@@ -335,7 +380,30 @@ class Runtime:
         )
 
     def _record(self, readings: Sequence[PointReading], commands: Sequence[CommandRecord]) -> None:
-        if readings:
-            self._history.record_readings(readings)
-        if commands:
-            self._history.record_commands(commands)
+        for store in (self._history, *self._mirrors):
+            if readings:
+                store.record_readings(readings)
+            if commands:
+                store.record_commands(commands)
+
+    async def _maybe_compact(self, now: datetime) -> None:
+        """Fold raw readings past their retention into aggregates, once per COMPACT_EVERY_S."""
+        if self._last_compact is not None:
+            if (now - self._last_compact).total_seconds() < COMPACT_EVERY_S:
+                return
+        self._last_compact = now
+        cfg = self.site.history
+        report = await asyncio.to_thread(
+            self._history.compact,
+            now,
+            cfg.raw_retention_days,
+            cfg.aggregate_minutes,
+            cfg.aggregate_retention_days,
+        )
+        if report.rows_aggregated or report.aggregates_deleted:
+            log.info(
+                "history compacted: %d raw readings folded into aggregates, %d old aggregates "
+                "deleted",
+                report.rows_aggregated,
+                report.aggregates_deleted,
+            )

@@ -1,0 +1,201 @@
+"""The runtime's own logic with in-memory devices (the protocols are tested against real
+servers in tests/drivers and tests/test_failover.py): staleness, faults, failed writes,
+history mirrors and compaction."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from laterne.controller.clock import ManualClock
+from laterne.controller.runtime import COMPACT_EVERY_S, Runtime
+from laterne.drivers.errors import DeviceOffline, WriteMismatch
+from laterne.drivers.sqlite_store import SqliteHistory
+from laterne.models.site import SiteConfig
+from laterne.models.snapshot import CommandRecord
+from laterne.models.values import DeviceState, PointReading, Quality, Reason
+
+NIGHT = datetime(2026, 11, 25, 22, 0, tzinfo=UTC)
+
+
+@dataclass
+class FakeDevice:
+    """An in-memory device: answers with ``values``, or raises ``fail`` when set."""
+
+    device_id: str
+    values: dict[str, float]
+    fail: Exception | None = None
+    faulty: set[str] = field(default_factory=set)
+    reject_writes: bool = False
+    written: list[tuple[str, float]] = field(default_factory=list)
+    lag_s: float = 0.0  # readings are stamped this long before ``now``
+
+    async def read(self, now: datetime) -> dict[str, PointReading]:
+        if self.fail is not None:
+            raise self.fail
+        return {
+            p: PointReading(self.device_id, p, math.nan, Quality.FAULTY, now, "out of range")
+            if p in self.faulty
+            else PointReading(
+                self.device_id, p, v, Quality.GOOD, now - timedelta(seconds=self.lag_s)
+            )
+            for p, v in self.values.items()
+        }
+
+    async def write(self, point: str, value: float) -> float:
+        if self.fail is not None:
+            raise self.fail
+        if self.reject_writes:
+            raise WriteMismatch(point, value, 0.0)
+        self.written.append((point, value))
+        self.values[point] = value
+        return value
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass
+class Mirror:
+    readings: list[PointReading] = field(default_factory=list)
+    commands: list[CommandRecord] = field(default_factory=list)
+    states: list[DeviceState] = field(default_factory=list)
+
+    def record_readings(self, readings: Sequence[PointReading]) -> None:
+        self.readings += readings
+
+    def record_commands(self, records: Sequence[CommandRecord]) -> None:
+        self.commands += records
+
+    def record_device_state(self, state: DeviceState) -> None:
+        self.states.append(state)
+
+
+def fakes(site: SiteConfig) -> dict[str, FakeDevice]:
+    out = {}
+    for d in site.devices:
+        pts = site.profiles[d.profile].points
+        out[d.id] = FakeDevice(d.id, {p: (s.failsafe or 0.0) + 20.0 for p, s in pts.items()})
+    return out
+
+
+@pytest.fixture
+def setup(demo_site: SiteConfig, tmp_path: Path):  # type: ignore[no-untyped-def]
+    clock = ManualClock(NIGHT)
+    devices = fakes(demo_site)
+    history = SqliteHistory(tmp_path / "h.sqlite")
+    mirror = Mirror()
+    runtime = Runtime(demo_site, devices, history, clock, mirrors=[mirror])
+    yield clock, devices, history, mirror, runtime
+    history.close()
+
+
+async def cycles(runtime: Runtime, clock: ManualClock, n: int, step_s: float = 10.0) -> None:
+    for _ in range(n):
+        await runtime.run_cycle()
+        clock.advance(step_s)
+
+
+async def test_unchanged_commands_are_written_once(setup) -> None:  # type: ignore[no-untyped-def]
+    clock, devices, _history, _mirror, runtime = setup
+    await cycles(runtime, clock, 5)
+    # fail-safe until two counts give a flow, then the traffic band; never the same value twice
+    assert devices["seg-bahnhofstr"].written == [("dim_pct", 100.0), ("dim_pct", 30.0)]
+    assert len(devices["school"].written) == 2  # two zone setpoints, once each
+
+
+async def test_counter_outage_rides_through_a_blip_then_failsafe(setup) -> None:  # type: ignore[no-untyped-def]
+    clock, devices, _history, _mirror, runtime = setup
+    await cycles(runtime, clock, 3)
+    devices["counter-north"].fail = DeviceOffline("gone")
+    await cycles(runtime, clock, 1)
+    cmds = runtime.commands
+    assert cmds is not None and cmds.dim_reason[0] == Reason.TRAFFIC  # rides through a blip
+    await cycles(runtime, clock, 1, step_s=runtime.site.policy.stale_after_s)
+    await runtime.run_cycle()
+    assert runtime.device_states["counter-north"].quality is Quality.OFFLINE
+    cmds = runtime.commands
+    assert cmds is not None
+    assert cmds.dim_reason[0] == Reason.FAILSAFE
+    assert cmds.dim_pct[0] == runtime.layout.seg_failsafe_dim_pct[0]
+
+
+async def test_old_values_are_stale_not_good(setup) -> None:  # type: ignore[no-untyped-def]
+    """A driver may return a value last updated long ago (a subscription that went quiet):
+    older than stale_after_polls poll intervals, it is shown as STALE and never acted on."""
+    clock, devices, _history, _mirror, runtime = setup
+    await cycles(runtime, clock, 2)
+    stale_s = runtime.site.device("school").stale_after_s
+    devices["school"].lag_s = stale_s + 1
+    await cycles(runtime, clock, 1)
+    school = next(d for d in runtime.snapshot().devices if d.id == "school")
+    assert school.quality is Quality.STALE
+    assert {p.quality for p in school.points} == {Quality.STALE}
+    assert all(p.value is not None for p in school.points)  # the last value is still shown
+    cmds = runtime.commands
+    assert cmds is not None
+    assert (cmds.setpoint_reason == Reason.FAILSAFE).all()  # zone temperatures not trusted
+
+
+async def test_faulty_point_marks_device_faulty_and_logs_state(setup) -> None:  # type: ignore[no-untyped-def]
+    clock, devices, history, mirror, runtime = setup
+    await cycles(runtime, clock, 1)
+    devices["counter-east"].faulty = {"lane1_veh"}
+    await cycles(runtime, clock, 2)
+    st = runtime.device_states["counter-east"]
+    assert st.quality is Quality.FAULTY
+    assert "lane1_veh: out of range" in st.last_error
+    changes = history.device_state_history("counter-east")
+    assert [c.quality for c in changes[:2]] == [Quality.FAULTY, Quality.GOOD]
+    assert [s.quality for s in mirror.states if s.device_id == "counter-east"] == [
+        Quality.GOOD,
+        Quality.FAULTY,
+    ]
+
+
+async def test_rejected_write_is_recorded_and_retried(setup) -> None:  # type: ignore[no-untyped-def]
+    clock, devices, history, _mirror, runtime = setup
+    devices["seg-lindenweg"].reject_writes = True
+    await cycles(runtime, clock, 2)
+    failed = [c for c in history.recent_commands(device_id="seg-lindenweg") if not c.ok]
+    assert len(failed) == 2  # tried again next cycle
+    assert "mismatch" in failed[0].error.lower() or failed[0].error
+    assert runtime.device_states["seg-lindenweg"].quality is Quality.FAULTY
+    devices["seg-lindenweg"].reject_writes = False
+    await cycles(runtime, clock, 1)
+    assert history.recent_commands(device_id="seg-lindenweg", limit=1)[0].ok
+
+
+async def test_mirror_receives_everything_the_history_gets(setup) -> None:  # type: ignore[no-untyped-def]
+    clock, _devices, history, mirror, runtime = setup
+    await cycles(runtime, clock, 3)
+    assert len(mirror.readings) == 3 * sum(
+        len(runtime.site.profile_of(d.id).points) for d in runtime.site.devices
+    )
+    assert len(mirror.commands) == len(history.recent_commands(limit=1000))
+    assert {s.device_id for s in mirror.states} == {d.id for d in runtime.site.devices}
+
+
+async def test_old_raw_readings_are_compacted(demo_site: SiteConfig, tmp_path: Path) -> None:
+    hist_cfg = demo_site.history.model_copy(update={"raw_retention_days": 1 / 24})  # 1 h
+    site = demo_site.model_copy(update={"history": hist_cfg})
+    clock = ManualClock(NIGHT)
+    history = SqliteHistory(tmp_path / "h.sqlite")
+    runtime = Runtime(site, fakes(site), history, clock)
+    step_s = 300.0
+    n = int(3 * 3600 / step_s)  # three hours of cycles
+    await cycles(runtime, clock, n, step_s=step_s)
+    await cycles(runtime, clock, 1, step_s=COMPACT_EVERY_S)
+    await runtime.run_cycle()
+    raw = history.readings("counter-north", "lane1_veh", limit=10_000)
+    assert raw, "recent raw readings are kept"
+    cutoff = clock.now() - timedelta(hours=1) - timedelta(seconds=COMPACT_EVERY_S)
+    assert min(r.ts for r in raw) >= cutoff
+    aggs = history.aggregates("counter-north", "lane1_veh")
+    assert aggs and sum(a.count for a in aggs) + len(raw) == n + 2
+    history.close()
