@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Coroutine
 from datetime import UTC, datetime, time, timedelta
@@ -24,6 +25,8 @@ from laterne.api.app import create_app
 from laterne.controller.clock import Clock, ScaledClock, WallClock
 from laterne.controller.runtime import Runtime
 from laterne.drivers.factory import build_clients
+from laterne.drivers.influx import InfluxHistory
+from laterne.drivers.outbox import Outbox
 from laterne.drivers.sqlite_store import SqliteHistory
 from laterne.models.site import SiteConfig, SiteConfigError, load_site
 from laterne.models.snapshot import SiteSnapshot
@@ -78,6 +81,7 @@ def demo(
     """Emulate the site's devices on loopback (real Modbus TCP and OPC-UA), run the controller
     on an accelerated clock and serve the API at http://HOST:PORT (docs at /docs)."""
     site = _load_or_exit(file)
+    _influx_token(site)  # refuse before anything starts
     begin = _parse_start(start, site)
     clock = ScaledClock(begin, speed)
     tz = ZoneInfo(site.site.timezone)
@@ -101,6 +105,7 @@ def run(
 ) -> None:
     """Run the controller against the real devices of a site, in real time."""
     site = _load_or_exit(file)
+    _influx_token(site)  # refuse before anything starts
     history = SqliteHistory(db or Path(site.history.path))
     _run(_serve(site, WallClock(), history, host, port, emulate=False, hours=None))
 
@@ -168,7 +173,11 @@ async def _serve(
     if emu is not None:
         await emu.start()
         tasks.append(asyncio.create_task(emu.run(clock, period_s=site.policy.cycle_s)))
-    runtime = Runtime(site, build_clients(site), history, clock)
+    influx, outbox = _influx(site)
+    mirrors = [influx] if influx is not None else []
+    runtime = Runtime(site, build_clients(site), history, clock, mirrors=mirrors)
+    if influx is not None:
+        tasks.append(asyncio.create_task(influx.run(stop)))
     server = uvicorn.Server(
         uvicorn.Config(create_app(runtime), host=host, port=port, log_level="warning")
     )
@@ -184,7 +193,35 @@ async def _serve(
         await runtime.close()
         if emu is not None:
             await emu.stop()
+        if influx is not None and outbox is not None:
+            with contextlib.suppress(Exception):  # what is not sent stays in the outbox
+                await asyncio.wait_for(influx.flush(), timeout=5)
+            influx.close()
+            outbox.close()
         history.close()
+
+
+def _influx_token(site: SiteConfig) -> str | None:
+    """The InfluxDB token from the environment variable the site names; exit 2 if unset."""
+    cfg = site.history.influxdb
+    if cfg is None or cfg.token_env is None:
+        return None
+    token = os.environ.get(cfg.token_env)
+    if token is None:
+        typer.echo(
+            f"history.influxdb.token_env: environment variable {cfg.token_env} is not set",
+            err=True,
+        )
+        raise typer.Exit(code=2)
+    return token
+
+
+def _influx(site: SiteConfig) -> tuple[InfluxHistory | None, Outbox | None]:
+    cfg = site.history.influxdb
+    if cfg is None:
+        return None, None
+    outbox = Outbox(Path(cfg.outbox_path))
+    return InfluxHistory(cfg, _influx_token(site), outbox), outbox
 
 
 async def _report(
