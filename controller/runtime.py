@@ -44,7 +44,7 @@ from .health import (
 )
 from .observe import ReadingKey, build_observation
 from .policy import Policy, PolicyState
-from .safety import apply_safety
+from .safety import SafetyViolation, apply_safety, within_bounds
 from .snapshot import build_snapshot
 
 __all__ = ["COMPACT_EVERY_S", "CycleReport", "HistoryMirror", "Runtime", "commands_to_writes"]
@@ -139,7 +139,6 @@ class Runtime:
         self._last_poll: dict[str, datetime] = {}
         self._written: dict[ReadingKey, float] = {}
         self._cycle = 0
-        self._last_ts: datetime | None = None
         # the snapshot is built when asked for (by the API, from its threads), at most once per
         # cycle, from a frozen copy of the cycle's results: serving it costs the cycle nothing
         self._published: _Published = (None, 0, self._state, None, {}, dict(self._devices))
@@ -216,6 +215,8 @@ class Runtime:
         obs = build_observation(self.layout, self._latest, now, self.site.policy.stale_after_s)
         state, wish = self.policy.step(self._state, obs, now)
         safe = apply_safety(self.layout, self.site.policy, wish, obs, self._commands)
+        if not within_bounds(self.layout, safe):  # the filter's postcondition, checked again
+            raise SafetyViolation(f"commands outside bounds: {safe}")
         self._state, self._commands = state, safe
         t2 = time.perf_counter()
         records = await self._write_all(commands_to_writes(self.layout, safe), now)
@@ -225,9 +226,7 @@ class Runtime:
         t4 = time.perf_counter()
 
         self._cycle += 1
-        self._last_ts = now
         self._published = (now, self._cycle, state, safe, dict(self._latest), dict(self._devices))
-        self._snapshot = None
         return CycleReport(
             ts=now,
             cycle=self._cycle,

@@ -29,7 +29,11 @@ from laterne.models.layout import SiteLayout
 from laterne.models.site import PolicyParams
 from laterne.models.values import Commands, Observation, Reason
 
-__all__ = ["apply_safety", "within_bounds"]
+__all__ = ["SafetyViolation", "apply_safety", "within_bounds"]
+
+
+class SafetyViolation(RuntimeError):
+    """Commands left the filter outside their bounds: a bug in this file, never sent."""
 
 
 def apply_safety(
