@@ -34,6 +34,7 @@ from laterne.models.snapshot import (
     CommandRecord,
     DeviceStateRecord,
     DeviceView,
+    HistoryStatus,
     SegmentView,
     SiteSnapshot,
 )
@@ -188,6 +189,11 @@ def create_app(view: SiteView) -> FastAPI:
         """Most recent commands first."""
         found: list[CommandRecord] = view.recent_commands(limit=limit, device_id=device_id)
         return found
+
+    @app.get("/api/history", response_model=HistoryStatus, tags=["history"])
+    def history() -> HistoryStatus:
+        """The embedded history's size and retention, and every mirror's backlog and health."""
+        return view.history_status()
 
     @app.get("/api/readings", response_model=list[ReadingOut], tags=["history"])
     def readings(

@@ -24,7 +24,13 @@ from laterne.drivers.errors import DeviceOffline, DeviceTimeout, DriverError
 from laterne.drivers.sqlite_store import SqliteHistory
 from laterne.models.layout import SiteLayout
 from laterne.models.site import SiteConfig
-from laterne.models.snapshot import CommandRecord, DeviceStateRecord, SiteSnapshot
+from laterne.models.snapshot import (
+    CommandRecord,
+    DeviceStateRecord,
+    HistoryStatus,
+    MirrorStatus,
+    SiteSnapshot,
+)
 from laterne.models.values import (
     Commands,
     DeviceState,
@@ -47,21 +53,34 @@ from .policy import Policy, PolicyState
 from .safety import SafetyViolation, apply_safety, within_bounds
 from .snapshot import build_snapshot
 
-__all__ = ["COMPACT_EVERY_S", "CycleReport", "HistoryMirror", "Runtime", "commands_to_writes"]
+__all__ = [
+    "COMPACT_EVERY_S",
+    "CycleReport",
+    "HistoryMirror",
+    "HistorySink",
+    "Runtime",
+    "commands_to_writes",
+]
 
 #: how often old raw readings are folded into aggregates [s of clock time]
 COMPACT_EVERY_S = 3600.0
 
 
-class HistoryMirror(Protocol):
-    """A second history that receives a copy of everything (e.g. InfluxDB through an outbox).
-    Its record calls must not block on a network: they only queue."""
+class HistorySink(Protocol):
+    """Anything that records what the runtime saw and did."""
 
     def record_readings(self, readings: Sequence[PointReading]) -> None: ...
 
     def record_commands(self, records: Sequence[CommandRecord]) -> None: ...
 
     def record_device_state(self, state: DeviceState) -> None: ...
+
+
+class HistoryMirror(HistorySink, Protocol):
+    """A second history that receives a copy of everything (e.g. InfluxDB through an outbox).
+    Its record calls must not block on a network: they only queue."""
+
+    def status(self) -> MirrorStatus: ...
 
 
 log = logging.getLogger("laterne.runtime")
@@ -183,6 +202,16 @@ class Runtime:
             )
             for s in self._history.device_state_history(device_id=device_id, limit=limit)
         ]
+
+    def history_status(self) -> HistoryStatus:
+        cfg = self.site.history
+        return HistoryStatus(
+            sqlite_path=str(self._history.path),
+            sqlite_bytes=self._history.file_size_bytes(),
+            raw_retention_days=cfg.raw_retention_days,
+            aggregate_minutes=cfg.aggregate_minutes,
+            mirrors=[m.status() for m in self._mirrors],
+        )
 
     @property
     def device_states(self) -> Mapping[str, DeviceState]:
@@ -379,7 +408,8 @@ class Runtime:
         )
 
     def _record(self, readings: Sequence[PointReading], commands: Sequence[CommandRecord]) -> None:
-        for store in (self._history, *self._mirrors):
+        stores: tuple[HistorySink, ...] = (self._history, *self._mirrors)
+        for store in stores:
             if readings:
                 store.record_readings(readings)
             if commands:

@@ -9,7 +9,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from laterne.models.snapshot import CommandRecord, DeviceStateRecord, SiteSnapshot
+from laterne.models.snapshot import (
+    CommandRecord,
+    DeviceStateRecord,
+    HistoryStatus,
+    SiteSnapshot,
+)
 from laterne.models.values import PointReading
 
 __all__ = ["SiteView"]
@@ -41,4 +46,8 @@ class SiteView(Protocol):
         self, device_id: str | None = None, limit: int = 100
     ) -> list[DeviceStateRecord]:
         """Quality changes of devices, newest first, optionally of one device."""
+        ...
+
+    def history_status(self) -> HistoryStatus:
+        """Size of the embedded history and the state of every mirror (nothing lost?)."""
         ...

@@ -82,7 +82,7 @@ from typing import Any
 from laterne.drivers.backoff import Backoff
 from laterne.drivers.outbox import Outbox
 from laterne.models.site import InfluxConfig
-from laterne.models.snapshot import CommandRecord
+from laterne.models.snapshot import CommandRecord, MirrorStatus
 from laterne.models.values import DeviceState, PointReading, Quality
 
 __all__ = [
@@ -315,6 +315,16 @@ class InfluxHistory:
     @property
     def in_outage(self) -> bool:
         return self._outage_since is not None
+
+    def status(self) -> MirrorStatus:
+        """What the API shows: is anything waiting, is the server down, was anything refused."""
+        return MirrorStatus(
+            target=f"influxdb {self.cfg.url} bucket {self.cfg.bucket}",
+            pending_lines=self.pending,
+            in_outage=self.in_outage,
+            last_error=self.last_error,
+            dead_letters=self.outbox.dead_letter_count(),
+        )
 
     @property
     def last_sent_seq(self) -> int:

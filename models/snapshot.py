@@ -17,6 +17,8 @@ __all__ = [
     "CommandRecord",
     "DeviceStateRecord",
     "DeviceView",
+    "HistoryStatus",
+    "MirrorStatus",
     "PointView",
     "SegmentView",
     "SiteSnapshot",
@@ -97,6 +99,24 @@ class DeviceStateRecord(_View):
     since: datetime
     last_good_at: datetime | None
     last_error: str
+
+
+class MirrorStatus(_View):
+    """A copy of the history on its way to another store (e.g. InfluxDB through an outbox)."""
+
+    target: str
+    pending_lines: int  # waiting in the durable outbox
+    in_outage: bool
+    last_error: str
+    dead_letters: int  # lines the server refused as malformed, kept for an operator
+
+
+class HistoryStatus(_View):
+    sqlite_path: str
+    sqlite_bytes: int
+    raw_retention_days: float
+    aggregate_minutes: int
+    mirrors: list[MirrorStatus]
 
 
 class SiteSnapshot(_View):

@@ -17,6 +17,8 @@ from laterne.models.snapshot import (
     CommandRecord,
     DeviceStateRecord,
     DeviceView,
+    HistoryStatus,
+    MirrorStatus,
     PointView,
     SegmentView,
     SiteSnapshot,
@@ -133,6 +135,22 @@ class FakeSiteView:
         self.calls.append(("device_state_changes", {"device_id": device_id, "limit": limit}))
         found = [s for s in self.states if device_id is None or s.device_id == device_id]
         return sorted(found, key=lambda s: s.since, reverse=True)[:limit]
+
+    def history_status(self) -> HistoryStatus:
+        mirror = MirrorStatus(
+            target="influxdb http://127.0.0.1:8428 bucket laterne",
+            pending_lines=1200,
+            in_outage=True,
+            last_error="connection refused",
+            dead_letters=0,
+        )
+        return HistoryStatus(
+            sqlite_path="var/x.sqlite",
+            sqlite_bytes=4096,
+            raw_retention_days=30,
+            aggregate_minutes=15,
+            mirrors=[mirror],
+        )
 
     def readings(
         self,

@@ -286,6 +286,7 @@ async def test_openapi_schema(client: httpx.AsyncClient) -> None:
         "/api/devices",
         "/api/devices/{device_id}",
         "/api/devices/{device_id}/states",
+        "/api/history",
         "/api/segments",
         "/api/segments/{segment_id}",
         "/api/buildings",
@@ -350,3 +351,12 @@ async def test_device_state_changes_unknown_device_is_404(client: httpx.AsyncCli
     assert "unknown device 'nope'" in r.json()["detail"]
     r = await client.get("/api/devices/ctr-1/states", params={"limit": 0})
     assert r.status_code == 422
+
+
+async def test_history_status_shows_the_mirror_backlog(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/history")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["sqlite_bytes"] == 4096
+    assert body["mirrors"][0]["pending_lines"] == 1200
+    assert body["mirrors"][0]["in_outage"] is True
