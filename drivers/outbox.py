@@ -27,22 +27,15 @@ Schema::
 
 from __future__ import annotations
 
-import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from types import TracebackType
-from typing import Self
+from datetime import datetime
+
+from laterne.drivers._sqlite import SqliteFile, from_epoch_ms, reclaim_space, transaction
 
 __all__ = ["DeadLetter", "Outbox", "OutboxError"]
 
 SCHEMA_VERSION = 1
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MS = timedelta(milliseconds=1)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -72,105 +65,23 @@ class DeadLetter:
     failed_at: datetime
 
 
-def _to_epoch_ms(ts: datetime) -> int:
-    if ts.tzinfo is None or ts.utcoffset() is None:
-        raise ValueError(f"naive datetime {ts.isoformat()} refused: outbox times must be aware")
-    return (ts - _EPOCH) // _ONE_MS
-
-
-class Outbox:
+class Outbox(SqliteFile):
     """Durable FIFO of line-protocol lines.
+
+    Opening, locking, the schema version, :meth:`close` and the context manager are
+    :class:`~laterne.drivers._sqlite.SqliteFile`'s; a drained queue gives its pages back
+    (``auto_vacuum = INCREMENTAL``, :meth:`reclaim`).
 
     Parameters
     ----------
     path : the SQLite file; missing parent directories are created.
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        self._closed = False
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(
-                self.path, timeout=10.0, isolation_level=None, check_same_thread=False
-            )
-        except (OSError, sqlite3.Error) as exc:
-            raise OutboxError(f"cannot open outbox {self.path}: {exc}") from exc
-        try:
-            self._initialise()
-        except BaseException:
-            self._conn.close()
-            self._closed = True
-            raise
-
-    def _initialise(self) -> None:
-        with self._locked() as conn:
-            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # a drained queue gives its pages back
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise OutboxError(f"outbox {self.path}: cannot enable WAL mode (got {mode!r})")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            with self._transaction(conn, "BEGIN IMMEDIATE"):
-                conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-                rows = conn.execute("SELECT version FROM schema_version").fetchall()
-                if not rows:
-                    conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-                elif rows != [(SCHEMA_VERSION,)]:
-                    found = ", ".join(str(r[0]) for r in rows)
-                    raise OutboxError(
-                        f"outbox {self.path} has schema version {found}; "
-                        f"this Laterne reads version {SCHEMA_VERSION}"
-                    )
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-
-    # -- plumbing ---------------------------------------------------------------------------
-
-    @contextmanager
-    def _locked(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            if self._closed:
-                raise OutboxError(f"outbox {self.path} is closed")
-            try:
-                yield self._conn
-            except sqlite3.Error as exc:
-                raise OutboxError(f"outbox {self.path}: {exc}") from exc
-
-    @staticmethod
-    @contextmanager
-    def _transaction(conn: sqlite3.Connection, begin: str = "BEGIN") -> Iterator[None]:
-        conn.execute(begin)
-        try:
-            yield
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-
-    def close(self) -> None:
-        """Close the file. Idempotent; any later call raises :class:`OutboxError`."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            try:
-                self._conn.close()
-            except sqlite3.Error as exc:
-                raise OutboxError(f"closing outbox {self.path} failed: {exc}") from exc
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    _WHAT = "outbox"
+    _ERROR = OutboxError
+    _SCHEMA = _SCHEMA
+    _SCHEMA_VERSION = SCHEMA_VERSION
+    _MKDIR_FAILED = "cannot open"
 
     # -- queue ------------------------------------------------------------------------------
 
@@ -182,7 +93,7 @@ class Outbox:
                 raise ValueError(f"an outbox line must be one line, got {line[:80]!r}")
         if not lines:
             return 0
-        with self._locked() as conn, self._transaction(conn):
+        with self._locked() as conn, transaction(conn):
             conn.executemany("INSERT INTO outbox (line) VALUES (?)", ((line,) for line in lines))
             last: int = conn.execute("SELECT max(seq) FROM outbox").fetchone()[0]
         return last
@@ -199,7 +110,7 @@ class Outbox:
 
     def ack(self, up_to_seq: int) -> int:
         """Remove every pending line with ``seq <= up_to_seq`` (delivered); returns how many."""
-        with self._locked() as conn, self._transaction(conn):
+        with self._locked() as conn, transaction(conn):
             removed: int = conn.execute("DELETE FROM outbox WHERE seq <= ?", (up_to_seq,)).rowcount
         return removed
 
@@ -220,8 +131,8 @@ class Outbox:
     def dead_letter(self, up_to_seq: int, error: str, now: datetime) -> int:
         """Move every pending line with ``seq <= up_to_seq`` to ``dead_letters``, in one
         transaction, with the server's ``error``; returns how many moved."""
-        failed_at = _to_epoch_ms(now)
-        with self._locked() as conn, self._transaction(conn):
+        failed_at = self._to_epoch_ms(now)
+        with self._locked() as conn, transaction(conn):
             conn.execute(
                 "INSERT OR REPLACE INTO dead_letters (seq, line, error, failed_at) "
                 "SELECT seq, line, ?, ? FROM outbox WHERE seq <= ?",
@@ -245,12 +156,11 @@ class Outbox:
                 (limit,),
             ).fetchall()
         return [
-            DeadLetter(int(seq), str(line), str(error), _EPOCH + timedelta(milliseconds=ms))
+            DeadLetter(int(seq), str(line), str(error), from_epoch_ms(ms))
             for seq, line, error, ms in rows
         ]
 
     def reclaim(self) -> None:
         """Give the pages of delivered lines back to the file system and truncate the WAL."""
         with self._locked() as conn:
-            conn.executescript("PRAGMA incremental_vacuum;")  # stepped to completion
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            reclaim_space(conn)

@@ -62,16 +62,12 @@ much free disk again, and blocks writers while it runs).
 from __future__ import annotations
 
 import math
-import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from datetime import datetime
+from typing import Any
 
+from laterne.drivers._sqlite import SqliteFile, from_epoch_ms, reclaim_space, transaction
 from laterne.models.snapshot import CommandRecord
 from laterne.models.values import DeviceState, PointReading, Quality
 
@@ -79,16 +75,11 @@ __all__ = ["SCHEMA_VERSION", "Aggregate", "CompactReport", "HistoryError", "Sqli
 
 SCHEMA_VERSION = 2
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MS = timedelta(milliseconds=1)
-
 #: SQLite page cache while compacting [KiB]
 _COMPACT_CACHE_KIB = 64 * 1024
 
+# version 1; the table ``schema_version`` is SqliteFile's
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS schema_version (
-    version INTEGER NOT NULL
-);
 CREATE TABLE IF NOT EXISTS readings (
     ts        INTEGER NOT NULL,  -- UTC epoch ms
     device_id TEXT    NOT NULL,
@@ -233,18 +224,6 @@ class HistoryError(Exception):
     """
 
 
-def _to_epoch_ms(ts: datetime) -> int:
-    """Aware datetime → UTC epoch milliseconds (floor). Naive → :class:`ValueError`."""
-    if ts.tzinfo is None or ts.utcoffset() is None:
-        raise ValueError(f"naive datetime {ts.isoformat()} refused: history times must be aware")
-    return (ts - _EPOCH) // _ONE_MS
-
-
-def _from_epoch_ms(ms: int) -> datetime:
-    """UTC epoch milliseconds → aware UTC datetime."""
-    return _EPOCH + timedelta(milliseconds=ms)
-
-
 def _nan_to_null(value: float) -> float | None:
     return None if math.isnan(value) else value
 
@@ -253,20 +232,16 @@ def _null_to_nan(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
 
-def _execute_script(conn: sqlite3.Connection, script: str) -> None:
-    """Run ``;``-separated statements inside the caller's transaction (executescript commits)."""
-    for statement in script.split(";"):
-        if statement.strip():
-            conn.execute(statement)
-
-
 def _check_limit(limit: int) -> None:
     if limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
 
 
-class SqliteHistory:
+class SqliteHistory(SqliteFile):
     """History of readings, commands and device states in one SQLite file.
+
+    Opening, locking, the schema version and its migrations, :meth:`close` and the context
+    manager are :class:`~laterne.drivers._sqlite.SqliteFile`'s.
 
     Parameters
     ----------
@@ -278,111 +253,45 @@ class SqliteHistory:
         The file cannot be opened, WAL mode cannot be enabled, or it holds another schema version.
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        self._closed = False
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise HistoryError(f"cannot create directory for history {self.path}: {exc}") from exc
-        try:
-            # isolation_level=None: no implicit transactions; we BEGIN/COMMIT explicitly.
-            self._conn = sqlite3.connect(
-                self.path, timeout=10.0, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as exc:
-            raise HistoryError(f"cannot open history {self.path}: {exc}") from exc
-        try:
-            self._initialise()
-        except BaseException:
-            self._conn.close()
-            self._closed = True
-            raise
+    _WHAT = "history"
+    _ERROR = HistoryError
+    _SCHEMA = _SCHEMA
+    _SCHEMA_VERSION = SCHEMA_VERSION
+    _MIGRATIONS = _MIGRATIONS
 
-    # -- lifecycle --------------------------------------------------------------------------
-
-    def _initialise(self) -> None:
-        with self._locked() as conn:
-            # Must come before the first table is created: a new file reclaims freed pages
-            # incrementally. On an older file it only takes effect at a full VACUUM (vacuum()).
-            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise HistoryError(f"history {self.path}: cannot enable WAL mode (got {mode!r})")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                # Check the version before touching any other table of a foreign schema.
-                conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-                rows = conn.execute("SELECT version FROM schema_version").fetchall()
-                if not rows:  # a new file: version 1 tables, then every migration
-                    conn.execute("INSERT INTO schema_version (version) VALUES (1)")
-                    version = 1
-                elif len(rows) != 1 or not 1 <= rows[0][0] <= SCHEMA_VERSION:
-                    found = ", ".join(str(r[0]) for r in rows)
-                    raise HistoryError(
-                        f"history {self.path} has schema version {found}; "
-                        f"this Laterne reads versions 1 to {SCHEMA_VERSION}"
-                    )
-                else:
-                    version = int(rows[0][0])
-                _execute_script(conn, _SCHEMA)
-                while version < SCHEMA_VERSION:
-                    _execute_script(conn, _MIGRATIONS[version])
-                    version += 1
-                    conn.execute("UPDATE schema_version SET version = ?", (version,))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-
-    def close(self) -> None:
-        """Close the file. Idempotent; any later call raises :class:`HistoryError`."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            try:
-                self._conn.close()
-            except sqlite3.Error as exc:
-                raise HistoryError(f"closing history {self.path} failed: {exc}") from exc
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    @contextmanager
-    def _locked(self) -> Iterator[sqlite3.Connection]:
-        """The connection, under the lock, with sqlite3 errors mapped to :class:`HistoryError`."""
-        with self._lock:
-            if self._closed:
-                raise HistoryError(f"history {self.path} is closed")
-            try:
-                yield self._conn
-            except sqlite3.Error as exc:
-                raise HistoryError(f"history {self.path}: {exc}") from exc
+    # -- plumbing ---------------------------------------------------------------------------
 
     def _write_many(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
         if not rows:
             return
+        with self._locked() as conn, transaction(conn):
+            conn.executemany(sql, rows)
+
+    def _select(
+        self, select: str, where: Sequence[tuple[str, Any]], order_by: str, limit: int
+    ) -> list[Any]:
+        """Rows of ``select WHERE c1 AND c2 … ORDER BY order_by LIMIT limit``, ``where`` holding
+        ``(condition with one ?, its value)`` pairs (none: no WHERE)."""
+        sql = select
+        if where:
+            sql += " WHERE " + " AND ".join(condition for condition, _ in where)
+        sql += f" ORDER BY {order_by} LIMIT ?"
+        params = [value for _, value in where]
+        params.append(limit)
         with self._locked() as conn:
-            conn.execute("BEGIN")
-            try:
-                conn.executemany(sql, rows)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            rows: list[Any] = conn.execute(sql, params).fetchall()
+        return rows
+
+    def _window(
+        self, column: str, since: datetime | None, until: datetime | None
+    ) -> list[tuple[str, Any]]:
+        """The conditions ``since <= column < until`` for :meth:`_select`; ``None`` is open."""
+        where: list[tuple[str, Any]] = []
+        if since is not None:
+            where.append((f"{column} >= ?", self._to_epoch_ms(since)))
+        if until is not None:
+            where.append((f"{column} < ?", self._to_epoch_ms(until)))
+        return where
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -393,7 +302,7 @@ class SqliteHistory:
         for r in readings:
             ms = cache.get(r.ts)
             if ms is None:
-                ms = cache[r.ts] = _to_epoch_ms(r.ts)
+                ms = cache[r.ts] = self._to_epoch_ms(r.ts)
             rows.append((ms, r.device_id, r.point, _nan_to_null(r.value), r.quality.value, r.error))
         self._write_many(
             "INSERT INTO readings (ts, device_id, point, value, quality, error) "
@@ -405,7 +314,7 @@ class SqliteHistory:
         """Append command records in one transaction."""
         rows = [
             (
-                _to_epoch_ms(c.ts),
+                self._to_epoch_ms(c.ts),
                 c.device_id,
                 c.point,
                 _nan_to_null(c.value),
@@ -424,9 +333,9 @@ class SqliteHistory:
 
     def record_device_state(self, state: DeviceState) -> None:
         """Append one device state, timed by ``state.since`` (when it entered this quality)."""
-        last_good = None if state.last_good_at is None else _to_epoch_ms(state.last_good_at)
+        last_good = None if state.last_good_at is None else self._to_epoch_ms(state.last_good_at)
         row = (
-            _to_epoch_ms(state.since),
+            self._to_epoch_ms(state.since),
             state.device_id,
             state.quality.value,
             state.last_error,
@@ -445,18 +354,15 @@ class SqliteHistory:
     ) -> list[CommandRecord]:
         """The ``limit`` most recent commands, newest first, optionally of one device."""
         _check_limit(limit)
-        sql = "SELECT ts, device_id, point, value, reason, source, ok, error FROM commands"
-        params: list[Any] = []
-        if device_id is not None:
-            sql += " WHERE device_id = ?"
-            params.append(device_id)
-        sql += " ORDER BY ts DESC, rowid DESC LIMIT ?"
-        params.append(limit)
-        with self._locked() as conn:
-            rows = conn.execute(sql, params).fetchall()
+        rows = self._select(
+            "SELECT ts, device_id, point, value, reason, source, ok, error FROM commands",
+            [] if device_id is None else [("device_id = ?", device_id)],
+            "ts DESC, rowid DESC",
+            limit,
+        )
         return [
             CommandRecord(
-                ts=_from_epoch_ms(ts),
+                ts=from_epoch_ms(ts),
                 device_id=dev,
                 point=point,
                 value=_null_to_nan(value),
@@ -482,18 +388,12 @@ class SqliteHistory:
         ``ts`` + 1 ms as the next ``since``. Naive bounds raise :class:`ValueError`.
         """
         _check_limit(limit)
-        sql = "SELECT ts, value, quality, error FROM readings WHERE device_id = ? AND point = ?"
-        params: list[Any] = [device_id, point]
-        if since is not None:
-            sql += " AND ts >= ?"
-            params.append(_to_epoch_ms(since))
-        if until is not None:
-            sql += " AND ts < ?"
-            params.append(_to_epoch_ms(until))
-        sql += " ORDER BY ts ASC, rowid ASC LIMIT ?"
-        params.append(limit)
-        with self._locked() as conn:
-            rows = conn.execute(sql, params).fetchall()
+        rows = self._select(
+            "SELECT ts, value, quality, error FROM readings",
+            [("device_id = ?", device_id), ("point = ?", point), *self._window("ts", since, until)],
+            "ts ASC, rowid ASC",
+            limit,
+        )
         try:
             return [
                 PointReading(
@@ -501,7 +401,7 @@ class SqliteHistory:
                     point=point,
                     value=_null_to_nan(value),
                     quality=Quality(quality),
-                    ts=_from_epoch_ms(ts),
+                    ts=from_epoch_ms(ts),
                     error=error,
                 )
                 for ts, value, quality, error in rows
@@ -514,23 +414,20 @@ class SqliteHistory:
     ) -> list[DeviceState]:
         """Recorded device states, newest ``since`` first, optionally of one device."""
         _check_limit(limit)
-        sql = "SELECT ts, device_id, quality, last_error, last_good_at FROM device_states"
-        params: list[Any] = []
-        if device_id is not None:
-            sql += " WHERE device_id = ?"
-            params.append(device_id)
-        sql += " ORDER BY ts DESC, rowid DESC LIMIT ?"
-        params.append(limit)
-        with self._locked() as conn:
-            rows = conn.execute(sql, params).fetchall()
+        rows = self._select(
+            "SELECT ts, device_id, quality, last_error, last_good_at FROM device_states",
+            [] if device_id is None else [("device_id = ?", device_id)],
+            "ts DESC, rowid DESC",
+            limit,
+        )
         try:
             return [
                 DeviceState(
                     device_id=dev,
                     quality=Quality(quality),
-                    last_good_at=None if last_good is None else _from_epoch_ms(last_good),
+                    last_good_at=None if last_good is None else from_epoch_ms(last_good),
                     last_error=last_error,
-                    since=_from_epoch_ms(ts),
+                    since=from_epoch_ms(ts),
                 )
                 for ts, dev, quality, last_error, last_good in rows
             ]
@@ -551,34 +448,30 @@ class SqliteHistory:
         :class:`ValueError`.
         """
         _check_limit(limit)
-        sql = (
+        rows = self._select(
             "SELECT bucket_start, bucket_ms, count, good_count, mean, min, max, last, last_ts "
-            "FROM aggregates WHERE device_id = ? AND point = ?"
+            "FROM aggregates",
+            [
+                ("device_id = ?", device_id),
+                ("point = ?", point),
+                *self._window("bucket_start", since, until),
+            ],
+            "bucket_start ASC, bucket_ms ASC",
+            limit,
         )
-        params: list[Any] = [device_id, point]
-        if since is not None:
-            sql += " AND bucket_start >= ?"
-            params.append(_to_epoch_ms(since))
-        if until is not None:
-            sql += " AND bucket_start < ?"
-            params.append(_to_epoch_ms(until))
-        sql += " ORDER BY bucket_start ASC, bucket_ms ASC LIMIT ?"
-        params.append(limit)
-        with self._locked() as conn:
-            rows = conn.execute(sql, params).fetchall()
         return [
             Aggregate(
                 device_id=device_id,
                 point=point,
-                start=_from_epoch_ms(start),
-                end=_from_epoch_ms(start + width),
+                start=from_epoch_ms(start),
+                end=from_epoch_ms(start + width),
                 count=count,
                 good_count=good_count,
                 mean=_null_to_nan(mean),
                 min=_null_to_nan(lo),
                 max=_null_to_nan(hi),
                 last=_null_to_nan(last),
-                last_ts=None if last_ts is None else _from_epoch_ms(last_ts),
+                last_ts=None if last_ts is None else from_epoch_ms(last_ts),
             )
             for start, width, count, good_count, mean, lo, hi, last, last_ts in rows
         ]
@@ -624,7 +517,7 @@ class SqliteHistory:
             raise ValueError(
                 f"aggregate_retention_days must be > 0, got {aggregate_retention_days}"
             )
-        now_ms = _to_epoch_ms(now)
+        now_ms = self._to_epoch_ms(now)
         cutoff_ms = now_ms - round(raw_retention_days * 86_400_000)
         aggregate_cutoff_ms = now_ms - round(aggregate_retention_days * 86_400_000)
         bucket_ms = int(aggregate_minutes) * 60_000
@@ -634,45 +527,29 @@ class SqliteHistory:
             # A larger cache for this call only; shrinking it back frees the pages.
             cache_pages = conn.execute("PRAGMA cache_size").fetchone()[0]
             conn.execute(f"PRAGMA cache_size = {-_COMPACT_CACHE_KIB}")
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                buckets = conn.execute(
-                    _FOLD_SQL, {"cutoff": cutoff_ms, "bucket_ms": bucket_ms}
-                ).rowcount
-                raw_deleted = conn.execute(
-                    "DELETE FROM readings WHERE ts < ?", (cutoff_ms,)
-                ).rowcount
-                aggregates_deleted = conn.execute(
-                    "DELETE FROM aggregates WHERE bucket_start < :cut "
-                    "AND bucket_start + bucket_ms <= :cut",
-                    {"cut": aggregate_cutoff_ms},
-                ).rowcount
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+                with transaction(conn, "BEGIN IMMEDIATE"):
+                    buckets = conn.execute(
+                        _FOLD_SQL, {"cutoff": cutoff_ms, "bucket_ms": bucket_ms}
+                    ).rowcount
+                    raw_deleted = conn.execute(
+                        "DELETE FROM readings WHERE ts < ?", (cutoff_ms,)
+                    ).rowcount
+                    aggregates_deleted = conn.execute(
+                        "DELETE FROM aggregates WHERE bucket_start < :cut "
+                        "AND bucket_start + bucket_ms <= :cut",
+                        {"cut": aggregate_cutoff_ms},
+                    ).rowcount
             finally:
                 conn.execute(f"PRAGMA cache_size = {int(cache_pages)}")
             if reclaim:
-                self._reclaim(conn)
+                reclaim_space(conn)
         return CompactReport(
             rows_aggregated=raw_deleted,
             raw_deleted=raw_deleted,
             aggregates_deleted=aggregates_deleted,
             buckets_written=buckets,
         )
-
-    @staticmethod
-    def _reclaim(conn: sqlite3.Connection) -> None:
-        """Give free pages back (incremental auto-vacuum only) and truncate the WAL."""
-        incremental = conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
-        if incremental and conn.execute("PRAGMA freelist_count").fetchone()[0] > 0:
-            # executescript steps the pragma to completion; execute() would free one page only.
-            conn.executescript("PRAGMA incremental_vacuum;")
-        # Copies the WAL into the main file (which shrinks there) and truncates the WAL. Readers
-        # in other processes may keep it from completing; the next compaction tries again.
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def vacuum(self) -> None:
         """Rewrite the whole file compactly and switch it to incremental auto-vacuum.
