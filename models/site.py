@@ -409,6 +409,19 @@ class PolicyParams(_Model):
     max_dim_step_pct: float = Field(
         default=100.0, gt=0, le=100, description="largest dim change per cycle [%]"
     )
+    band_hysteresis_pct: float = Field(
+        default=15.0,
+        ge=0,
+        lt=100,
+        description="a segment drops to a lower band only once the flow is this far below the "
+        "threshold of its current band [%]",
+    )
+    min_band_hold_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="a segment stays at least this long in a band before "
+        "it may drop to a lower one (going up is immediate) [s]",
+    )
 
 
 class InfluxConfig(_Model):
