@@ -23,8 +23,9 @@ __all__ = [
 
 
 def initial_device_state(device_id: str, now: datetime) -> DeviceState:
-    """Before the first poll a device is offline: nothing it says has been seen yet."""
-    return DeviceState(device_id, Quality.OFFLINE, None, "not polled yet", now)
+    """Before the first poll a device is offline: nothing it says has been seen yet (and no
+    error either: ``last_error`` stays empty until a poll fails)."""
+    return DeviceState(device_id, Quality.OFFLINE, None, "", now)
 
 
 def next_device_state(

@@ -155,6 +155,11 @@ class Runtime:
         self._devices: dict[str, DeviceState] = {
             d.id: initial_device_state(d.id, now) for d in site.devices
         }
+        # the history shows every start: each device offline until its first good poll
+        for st in self._devices.values():
+            sinks: tuple[HistorySink, ...] = (history, *self._mirrors)
+            for sink in sinks:
+                sink.record_device_state(st)
         self._last_poll: dict[str, datetime] = {}
         self._written: dict[ReadingKey, float] = {}
         self._cycle = 0

@@ -111,9 +111,10 @@ def test_counter_reset_is_ignored_not_taken_as_traffic(
     policy: Policy, demo_layout: SiteLayout
 ) -> None:
     s, _ = run(policy, demo_layout, NIGHT, 600, [1_000_000.0] * 4, [100] * 4)
-    later = NIGHT + timedelta(seconds=1200)
+    later = NIGHT + timedelta(seconds=630)
     s2, _ = policy.step(s, obs(demo_layout, later, [0.0] * 4), later)  # device reset to 0
     np.testing.assert_allclose(s2.flow_veh_h, s.flow_veh_h)
+    assert (s2.last_count_veh == 0).all()  # counting goes on from the new value
 
 
 def test_missing_traffic_gives_nan_wish_only_at_night(
@@ -185,3 +186,75 @@ def test_naive_time_is_refused(policy: Policy, demo_layout: SiteLayout) -> None:
         policy.step(
             policy.initial_state(), obs(demo_layout, NIGHT, [0.0] * 4), NIGHT.replace(tzinfo=None)
         )
+
+
+def test_warm_up_is_the_mean_of_everything_seen(policy: Policy, demo_layout: SiteLayout) -> None:
+    """Right after a start, one short interval must not set the flow: until the estimate covers
+    flow_window_s it is the plain mean of all intervals (here 10 s at 3600 veh/h, then 290 s at
+    0 veh/h: 120 veh/h, not the 3600 an exponential average seeded with the first would hold)."""
+    s = policy.initial_state()
+    s, _ = policy.step(s, obs(demo_layout, NIGHT, [0.0] * 4), NIGHT)
+    t1 = NIGHT + timedelta(seconds=10)
+    s, _ = policy.step(s, obs(demo_layout, t1, [10.0] * 4), t1)
+    np.testing.assert_allclose(s.flow_veh_h, 3600.0)
+    for k in range(1, 30):  # 29 more intervals of 10 s without a vehicle
+        t = t1 + timedelta(seconds=10 * k)
+        s, _ = policy.step(s, obs(demo_layout, t, [10.0] * 4), t)
+    np.testing.assert_allclose(s.flow_veh_h, 120.0)
+
+
+def test_estimate_starts_over_after_an_outage(
+    policy: Policy, demo_layout: SiteLayout, demo_site: SiteConfig
+) -> None:
+    s, _ = run(policy, demo_layout, NIGHT, 600, [0.0] * 4, [1000.0] * 4)
+    gap_s = demo_site.policy.stale_after_s + 600
+    t = NIGHT + timedelta(seconds=600 + gap_s)
+    counts = 1000.0 * 600 / 3600 + 10.0 * gap_s / 3600  # 10 veh/h during the gap
+    s, _ = policy.step(s, obs(demo_layout, t, [counts] * 4), t)
+    np.testing.assert_allclose(s.flow_veh_h, 10.0)  # not blended with the old 1000 veh/h
+
+
+def _flows(policy: Policy, layout: SiteLayout, flows_veh_h: list[float], dt_s: float = 60.0):  # type: ignore[no-untyped-def]
+    """Feed bahnhofstr (channels 0+1) the given flows, one interval each; return its dim levels."""
+    s = policy.initial_state()
+    counts = np.zeros(4)
+    t = NIGHT
+    s, _ = policy.step(s, obs(layout, t, list(counts)), t)
+    dims = []
+    for f in flows_veh_h:
+        counts = counts + np.array([f / 2, f / 2, 0, 0]) * dt_s / 3600
+        t = t + timedelta(seconds=dt_s)
+        s, c = policy.step(s, obs(layout, t, list(counts)), t)
+        dims.append(float(c.dim_pct[0]))
+    return dims
+
+
+@pytest.mark.parametrize(
+    ("params", "flows", "expected"),
+    [
+        # bahnhofstr bands: 0 -> 30 %, 150 -> 50 %, 400 -> 75 %, 800 -> 100 %
+        # up is immediate
+        ({"flow_window_s": 1}, [100, 160], [30, 50]),
+        # hovering around 400: once up at 75 %, a dip to 390 (within 15 %) does not drop it
+        ({"flow_window_s": 1}, [420, 390, 410, 380, 395], [75, 75, 75, 75, 75]),
+        # far enough below (< 340) but held for less than min_band_hold_s: stays
+        ({"flow_window_s": 1, "min_band_hold_s": 600}, [420, 300, 300], [75, 75, 75]),
+        # far enough below and held long enough: drops to the band the flow is in
+        ({"flow_window_s": 1, "min_band_hold_s": 120}, [420, 300, 300, 300], [75, 75, 50, 50]),
+        # without hysteresis and hold the old behaviour: every crossing switches
+        (
+            {"flow_window_s": 1, "band_hysteresis_pct": 0, "min_band_hold_s": 0},
+            [420, 390, 410, 380],
+            [75, 50, 75, 50],
+        ),
+    ],
+)
+def test_band_hysteresis(
+    demo_site: SiteConfig,
+    demo_layout: SiteLayout,
+    params: dict[str, float],
+    flows: list[float],
+    expected: list[float],
+) -> None:
+    policy = Policy(demo_layout, demo_site.policy.model_copy(update=params))
+    assert _flows(policy, demo_layout, flows) == expected

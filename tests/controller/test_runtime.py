@@ -159,6 +159,7 @@ async def test_faulty_point_marks_device_faulty_and_logs_state(setup) -> None:  
     changes = history.device_state_history("counter-east")
     assert [c.quality for c in changes[:2]] == [Quality.FAULTY, Quality.GOOD]
     assert [s.quality for s in mirror.states if s.device_id == "counter-east"] == [
+        Quality.OFFLINE,  # recorded at start
         Quality.GOOD,
         Quality.FAULTY,
     ]
