@@ -20,7 +20,16 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "Building",
@@ -222,10 +231,35 @@ class OpcUaEndpoint(_Model):
         return self
 
 
+def _endpoint_kind(v: Any) -> str | None:
+    """Pick the endpoint model up front: a mapping with ``url`` is OPC-UA, any other is Modbus,
+    so a broken endpoint reports only the errors of the member it was meant to be."""
+    if isinstance(v, OpcUaEndpoint):
+        return "opcua"
+    if isinstance(v, ModbusEndpoint):
+        return "modbus"
+    if isinstance(v, dict):
+        return "opcua" if "url" in v else "modbus"
+    return None
+
+
+#: the tags of the endpoint union; pydantic puts the chosen one into an error's loc
+_ENDPOINT_TAGS = frozenset({"modbus", "opcua"})
+
+Endpoint = Annotated[
+    Annotated[ModbusEndpoint, Tag("modbus")] | Annotated[OpcUaEndpoint, Tag("opcua")],
+    Discriminator(
+        _endpoint_kind,
+        custom_error_type="endpoint_type",
+        custom_error_message="expected a mapping: host/port/unit_id (Modbus) or url (OPC-UA)",
+    ),
+]
+
+
 class Device(_Model):
     id: Annotated[str, Field(pattern=_ID)]
     profile: str
-    endpoint: ModbusEndpoint | OpcUaEndpoint
+    endpoint: Endpoint
     poll_interval_s: float = Field(default=10.0, gt=0)
     timeout_s: float = Field(default=2.0, gt=0)
     stale_after_polls: int = Field(
@@ -310,6 +344,17 @@ class OccupancyPeriod(_Model):
     start: str
     end: str
 
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _not_a_number(cls, v: Any) -> Any:
+        # YAML 1.1 reads an unquoted 21:00 as the sexagesimal integer 1260
+        if isinstance(v, int) and not isinstance(v, bool):
+            read_as = f" (YAML reads an unquoted {v // 60}:{v % 60:02d} as {v})" if v >= 60 else ""
+            raise ValueError(
+                f'expected HH:MM, got the number {v}{read_as}; write times in quotes, e.g. "21:00"'
+            )
+        return v
+
     @field_validator("start", "end")
     @classmethod
     def _hhmm(cls, v: str) -> str:
@@ -378,7 +423,7 @@ class Building(_Model):
 
 class SiteInfo(_Model):
     name: str
-    timezone: str = "Europe/Berlin"
+    timezone: str = Field(description="IANA zone, e.g. Europe/Berlin; required, never guessed")
     latitude: float = Field(ge=-90, le=90)
     longitude: float = Field(ge=-180, le=180)
 
@@ -556,18 +601,40 @@ def _cross_check(cfg: SiteConfig) -> Iterator[ConfigIssue]:
         if want == "counter" and spec.kind != "counter":
             yield ConfigIssue(path, f"point {r} is not a counter (kind: {spec.kind})")
 
+    # a writable point has one master: two segments (or zones) writing it would fight
+    controlled_by: dict[tuple[str, str], str] = {}
+
+    def command(path: tuple[str | int, ...], r: PointRef, owner: str) -> Iterator[ConfigIssue]:
+        issues = list(ref(path, r, want="writable"))
+        yield from issues
+        if issues:
+            return
+        key = (r.device, r.point)
+        if key in controlled_by:
+            yield ConfigIssue(path, f"point {r} is already controlled by {controlled_by[key]}")
+        else:
+            controlled_by[key] = owner
+
     seg_ids: set[str] = set()
     for i, s in enumerate(cfg.segments):
         if s.id in seg_ids:
             yield ConfigIssue(("segments", i, "id"), f"duplicate segment id {s.id!r}")
         seg_ids.add(s.id)
-        yield from ref(("segments", i, "controller"), s.controller, want="writable")
+        yield from command(("segments", i, "controller"), s.controller, f"segment {s.id!r}")
         if s.power is not None:
             yield from ref(("segments", i, "power"), s.power, want="any")
         if s.energy is not None:
             yield from ref(("segments", i, "energy"), s.energy, want="counter")
+        channels: set[tuple[str, str]] = set()
         for j, c in enumerate(s.counters):
+            if (c.device, c.point) in channels:
+                yield ConfigIssue(
+                    ("segments", i, "counters", j),
+                    f"counter {c} is listed twice (its flow would be counted twice)",
+                )
+            channels.add((c.device, c.point))
             yield from ref(("segments", i, "counters", j), c, want="counter")
+        yield from _check_band_levels(i, s)
     bld_ids: set[str] = set()
     zone_ids: set[str] = set()
     for i, b in enumerate(cfg.buildings):
@@ -586,12 +653,58 @@ def _cross_check(cfg: SiteConfig) -> Iterator[ConfigIssue]:
                 yield ConfigIssue(("buildings", i, "zones", j, "id"), f"duplicate zone {z.id!r}")
             zone_ids.add(zid)
             yield from ref(("buildings", i, "zones", j, "temperature"), z.temperature, want="any")
-            yield from ref(("buildings", i, "zones", j, "setpoint"), z.setpoint, want="writable")
+            yield from command(
+                ("buildings", i, "zones", j, "setpoint"), z.setpoint, f"zone {zid!r}"
+            )
     if not cfg.segments and not cfg.buildings:
         yield ConfigIssue((), "a site needs at least one segment or one building")
 
 
+def _check_band_levels(i: int, s: Segment) -> Iterator[ConfigIssue]:
+    """A band's level must lie within the segment's bounds, or safety would silently change it."""
+    lo, hi = s.min_dim_pct, s.max_dim_pct
+    for j, b in enumerate(s.bands):
+        path: tuple[str | int, ...] = ("segments", i, "bands", j, "dim_pct")
+        if b.dim_pct == 0:
+            if lo > 0:
+                yield ConfigIssue(
+                    path,
+                    f"dim_pct 0 switches the segment off, which min_dim_pct {lo:g} forbids "
+                    f"(set min_dim_pct: 0 to allow it)",
+                )
+        elif b.dim_pct < lo:
+            yield ConfigIssue(
+                path,
+                f"dim_pct {b.dim_pct:g} is below min_dim_pct {lo:g} and would be clamped to {lo:g}",
+            )
+        elif b.dim_pct > hi:
+            yield ConfigIssue(
+                path,
+                f"dim_pct {b.dim_pct:g} is above max_dim_pct {hi:g} and would be clamped to {hi:g}",
+            )
+
+
 # ------------------------------------------------------------------------------ YAML lines
+
+
+def _duplicate_keys(node: yaml.Node, path: tuple[str | int, ...]) -> Iterator[ConfigIssue]:
+    """Keys given twice in one mapping (PyYAML would silently keep the last one)."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[tuple[str, str]] = set()
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.tag != "tag:yaml.org,2002:merge":
+                key = (k.tag, k.value)
+                if key in seen:
+                    yield ConfigIssue(
+                        (*path, k.value), f"duplicate key {k.value!r}", k.start_mark.line + 1
+                    )
+                seen.add(key)
+                yield from _duplicate_keys(v, (*path, k.value))
+            else:
+                yield from _duplicate_keys(v, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            yield from _duplicate_keys(v, (*path, i))
 
 
 def _line_map(
@@ -633,6 +746,9 @@ def parse_site(text: str, file: str = "<string>", base_dir: Path | None = None) 
         raise SiteConfigError(file, [ConfigIssue((), f"YAML syntax: {exc.problem}", line)]) from exc
     if not isinstance(data, dict) or root is None:
         raise SiteConfigError(file, [ConfigIssue((), "expected a mapping at the top level", 1)])
+    duplicates = list(_duplicate_keys(root, ()))
+    if duplicates:
+        raise SiteConfigError(file, duplicates)
     lines: dict[tuple[Any, ...], int] = {}
     _line_map(root, (), lines)
     return validate_site(data, file, lines, base_dir)
@@ -655,8 +771,9 @@ def validate_site(
     except ValidationError as exc:
         issues = []
         for err in exc.errors():
-            loc = tuple(p for p in err["loc"] if not _is_union_tag(p))
-            issues.append(ConfigIssue(loc, err["msg"], _line_for(loc, where)))
+            loc = _strip_union_tags(err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            issues.append(ConfigIssue(loc, msg, _line_for(loc, where)))
         raise SiteConfigError(file, issues) from None
     problems = [ConfigIssue(i.path, i.message, _line_for(i.path, where)) for i in _cross_check(cfg)]
     cfg, missing = _resolve_files(cfg, base_dir or Path.cwd())
@@ -689,9 +806,14 @@ def _resolve_files(cfg: SiteConfig, base_dir: Path) -> tuple[SiteConfig, list[Co
     return cfg.model_copy(update={"devices": devices}), issues
 
 
-def _is_union_tag(p: Any) -> bool:
-    # pydantic inserts the union member's class name into loc (e.g. "ModbusEndpoint")
-    return isinstance(p, str) and p in {"ModbusEndpoint", "OpcUaEndpoint"}
+def _strip_union_tags(loc: tuple[int | str, ...]) -> tuple[str | int, ...]:
+    """Drop the union tag pydantic inserts after ``endpoint`` (``devices.0.endpoint.modbus.port``
+    becomes ``devices.0.endpoint.port``). Only there: a profile may well be named ``modbus``."""
+    return tuple(
+        p
+        for n, p in enumerate(loc)
+        if not (n > 0 and loc[n - 1] == "endpoint" and p in _ENDPOINT_TAGS)
+    )
 
 
 def load_site(path: str | Path) -> SiteConfig:

@@ -223,6 +223,7 @@ def generate_district(
     data = {
         "site": {
             "name": f"Generated district ({luminaires_total} luminaires)",
+            "timezone": "Europe/Berlin",
             "latitude": 51.36,
             "longitude": 7.47,
         },

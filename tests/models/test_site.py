@@ -118,6 +118,99 @@ def test_layout_bounds_intersect_site_and_profile(demo_layout: SiteLayout) -> No
             "same host, port and unit_id",
             "unit_id: 2}}\n  - {id: school",
         ),
+        # a controller or setpoint point has one master
+        (
+            "controller: seg-lindenweg.dim_pct",
+            "controller: seg-elberfelder.dim_pct",
+            "segments.2.controller",
+            "point seg-elberfelder.dim_pct is already controlled by segment 'elberfelder'",
+            "controller: seg-elberfelder.dim_pct\n    power: seg-lindenweg",
+        ),
+        (
+            "setpoint: school.gym_setpoint_c",
+            "setpoint: school.classrooms_setpoint_c",
+            "buildings.0.zones.1.setpoint",
+            "point school.classrooms_setpoint_c is already controlled by zone 'school.classrooms'",
+            "setpoint: school.classrooms_setpoint_c\n        occupied_setpoint_c: 18",
+        ),
+        # the same channel twice would double the flow
+        (
+            "counters: [counter-east.lane2_veh]",
+            "counters: [counter-east.lane2_veh,\n               counter-east.lane2_veh]",
+            "segments.2.counters.1",
+            "counter counter-east.lane2_veh is listed twice",
+            "counter-east.lane2_veh]",
+        ),
+        # band levels outside the segment's bounds would be changed silently by safety
+        (
+            "lighting_class: P5, dim_pct: 20}",
+            "lighting_class: P5, dim_pct: 5}",
+            "segments.2.bands.0.dim_pct",
+            "dim_pct 5 is below min_dim_pct 10 and would be clamped to 10",
+            "lighting_class: P5, dim_pct: 5}",
+        ),
+        (
+            "failsafe_dim_pct: 80\n",
+            "failsafe_dim_pct: 60\n    max_dim_pct: 60\n",
+            "segments.2.bands.2.dim_pct",
+            "dim_pct 70 is above max_dim_pct 60 and would be clamped to 60",
+            "lighting_class: P3, dim_pct: 70}",
+        ),
+        (
+            "lighting_class: P5, dim_pct: 20}",
+            "lighting_class: P5, dim_pct: 0}",
+            "segments.2.bands.0.dim_pct",
+            "dim_pct 0 switches the segment off, which min_dim_pct 10 forbids",
+            "lighting_class: P5, dim_pct: 0}",
+        ),
+        # duplicate keys: PyYAML would keep the last one silently
+        (
+            "    luminaires: 24\n",
+            "    luminaires: 24\n    luminaires: 48\n",
+            "segments.2.luminaires",
+            "duplicate key 'luminaires'",
+            "luminaires: 48",
+        ),
+        (
+            "  # A building management system reached over OPC-UA.\n",
+            "  segment-controller:\n    protocol: modbus\n"
+            "    points: {dim_pct: {table: holding, address: 0}}\n",
+            "profiles.segment-controller",
+            "duplicate key 'segment-controller'",
+            "segment-controller:\n    protocol: modbus\n    points: {dim_pct: {table: holding,",
+        ),
+        # YAML 1.1 reads an unquoted 21:00 as the number 1260
+        (
+            'end: "21:00"',
+            "end: 21:00",
+            "buildings.0.zones.1.occupancy.0.end",
+            "got the number 1260 (YAML reads an unquoted 21:00 as 1260); write times in quotes, "
+            'e.g. "21:00"',
+            "end: 21:00",
+        ),
+        # the time zone is never guessed
+        (
+            "  timezone: Europe/Berlin\n",
+            "",
+            "site.timezone",
+            "Field required",
+            "site:",
+        ),
+        # only the errors of the endpoint kind that was meant, without union tags in the field
+        (
+            "port: 15020, unit_id: 1}",
+            "port: 150200, unit_id: 1}",
+            "devices.0.endpoint.port",
+            "less than or equal to 65535",
+            "port: 150200",
+        ),
+        (
+            'endpoint: {url: "opc.tcp://127.0.0.1:14840/laterne/"}',
+            'endpoint: {url: "opc.tcp://127.0.0.1:14840/laterne/", security: sign}',
+            "devices.5.endpoint",
+            "security sign needs certificate and private_key",
+            "security: sign}",
+        ),
     ],
 )
 def test_broken_site_is_refused_with_line_and_field(
@@ -136,6 +229,10 @@ def test_broken_site_is_refused_with_line_and_field(
     assert message in hits[0].message
     assert hits[0].line == line_of(broken, anchor)
     assert f"{path}:{hits[0].line}: {field}: " in str(err)
+    for issue in err.issues:
+        assert not issue.message.startswith("Value error"), issue
+        assert not {"modbus", "opcua"} & set(issue.path), issue  # no union tags in the field
+        assert "function-after" not in issue.field and "Endpoint" not in issue.field, issue
 
 
 def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
@@ -183,3 +280,62 @@ def test_writable_point_needs_bounds() -> None:
     broken = TEXT.replace("writable: true, min: 0, max: 100, failsafe: 100}", "writable: true}")
     with pytest.raises(SiteConfigError, match="needs min and max"):
         parse_site(broken, "x.yaml")
+
+
+def test_endpoint_error_is_reported_once(tmp_path: Path) -> None:
+    broken = TEXT.replace("port: 15020, unit_id: 1}", "port: 150200, unit_id: 1}", 1)
+    path = tmp_path / "broken.yaml"
+    path.write_text(broken, encoding="utf-8")
+    with pytest.raises(SiteConfigError) as info:
+        load_site(path)
+    [issue] = info.value.issues
+    assert issue.field == "devices.0.endpoint.port"
+    assert issue.line == line_of(broken, "port: 150200")
+    assert issue.message == "Input should be less than or equal to 65535"
+    assert str(info.value).endswith(
+        f"{path}:{issue.line}: devices.0.endpoint.port: Input should be less than or equal to 65535"
+    )
+
+
+def test_value_error_prefix_is_stripped() -> None:
+    broken = TEXT.replace("failsafe: 19}", "failsafe: 40}", 1)
+    with pytest.raises(SiteConfigError) as info:
+        parse_site(broken, "x.yaml")
+    [issue] = info.value.issues
+    assert issue.message == "failsafe 40.0 is outside [10.0, 26.0]"
+    assert "Value error" not in str(info.value)
+
+
+def test_endpoint_kind_follows_url() -> None:
+    broken = TEXT.replace(
+        "endpoint: {host: 127.0.0.1, port: 15021, unit_id: 3}", "endpoint: 15021", 1
+    )
+    with pytest.raises(SiteConfigError) as info:
+        parse_site(broken, "x.yaml")
+    [issue] = info.value.issues
+    assert issue.field == "devices.4.endpoint"
+    assert "host/port/unit_id (Modbus) or url (OPC-UA)" in issue.message
+    assert issue.line == line_of(broken, "endpoint: 15021")
+
+
+def test_band_of_zero_is_allowed_with_min_dim_zero() -> None:
+    text = TEXT.replace("lighting_class: P5, dim_pct: 20}", "lighting_class: P5, dim_pct: 0}", 1)
+    text = text.replace("    min_dim_pct: 10\n", "    min_dim_pct: 0\n", 1)
+    site = parse_site(text, "x.yaml")
+    assert site.segments[2].bands[0].dim_pct == 0
+
+
+def test_same_counter_in_two_segments_is_fine() -> None:
+    text = TEXT.replace("counters: [counter-east.lane2_veh]", "counters: [counter-east.lane1_veh]")
+    site = parse_site(text, "x.yaml")
+    assert str(site.segments[1].counters[0]) == str(site.segments[2].counters[0])
+
+
+def test_duplicate_key_in_a_flow_mapping() -> None:
+    broken = TEXT.replace("unit_id: 3}", "unit_id: 3, unit_id: 4}", 1)
+    with pytest.raises(SiteConfigError) as info:
+        parse_site(broken, "x.yaml")
+    [issue] = info.value.issues
+    assert issue.field == "devices.4.endpoint.unit_id"
+    assert issue.message == "duplicate key 'unit_id'"
+    assert issue.line == line_of(broken, "unit_id: 3, unit_id: 4}")
