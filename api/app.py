@@ -9,8 +9,12 @@ Rules
   exactly what the runtime builds. JSON has no NaN: a NaN float is sent as ``null``.
 - **Times are aware.** Query datetimes are ISO 8601 *with* an offset (``Z`` or ``+01:00``); a naive
   one is refused with 422, never guessed. Answers are UTC.
-- **Errors have one shape.** Unknown ids are 404 ``{"detail": "unknown device 'x'; known: a, b"}``;
-  every bad query parameter is FastAPI's 422 ``{"detail": [{"loc", "msg", "type"}, ...]}``.
+- **Errors have one shape.** Unknown ids are 404 ``{"detail": "unknown device 'x'; known: a, b"}``
+  (an unknown point: ``unknown point 'p' of device 'x'; known: ...``); every bad query parameter
+  is FastAPI's 422 ``{"detail": [{"loc", "msg", "type"}, ...]}``.
+- **No internet needed.** ``/docs`` (Swagger UI) and ``/redoc`` load their JavaScript and CSS from
+  this app (the assets of the ``fastapi-offline`` package, mounted at :data:`DOCS_STATIC_URL`),
+  never from a CDN: a city's control network is usually cut off from the internet.
 - Handlers are plain ``def``: the view may read history from disk, so FastAPI runs them in its
   thread pool and the event loop never blocks on a query.
 """
@@ -23,9 +27,15 @@ from datetime import datetime
 from importlib import metadata, resources
 from typing import Annotated, Literal
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
 from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from laterne.controller.view import SiteView
@@ -47,14 +57,23 @@ _FALLBACK_VERSION = "0.1.0"
 _MAX_KNOWN_IDS = 50  # ids listed in a 404 message before "… and N more"
 COMMANDS_LIMIT_MAX = 1000
 READINGS_LIMIT_MAX = 10_000
+#: where the Swagger UI / ReDoc assets (shipped in the ``fastapi_offline`` package) are served
+DOCS_STATIC_URL = "/static-docs"
+_DOCS_ASSETS_PACKAGE = "fastapi_offline"
 
 
 class Health(BaseModel):
-    """Liveness and progress of the control loop."""
+    """Liveness and progress of the control loop.
+
+    ``status`` is ``ok`` when every device is good and ``degraded`` otherwise; the answer is
+    200 either way (the controller is alive and serving; ``devices_not_good`` says how many
+    devices are stale, faulty or offline).
+    """
 
     model_config = ConfigDict(frozen=True)
 
-    status: Literal["ok"]
+    status: Literal["ok", "degraded"]
+    devices_not_good: int
     cycle: int
     last_cycle_at: datetime | None  # None before the first completed cycle
 
@@ -81,12 +100,15 @@ def _index_html() -> str:
     return (resources.files("laterne.api") / "static" / "index.html").read_text(encoding="utf-8")
 
 
-def _not_found(kind: str, wanted: str, known: Sequence[str]) -> HTTPException:
-    """404 naming what was asked and what exists: ``unknown device 'x'; known: a, b``."""
+def _not_found(kind: str, wanted: str, known: Sequence[str], of: str = "") -> HTTPException:
+    """404 naming what was asked and what exists: ``unknown device 'x'; known: a, b``.
+
+    ``of`` qualifies the id, e.g. ``" of device 'ctr-1'"`` for a point.
+    """
     shown = ", ".join(known[:_MAX_KNOWN_IDS]) if known else "(none)"
     if len(known) > _MAX_KNOWN_IDS:
         shown += f", … and {len(known) - _MAX_KNOWN_IDS} more"
-    return HTTPException(status_code=404, detail=f"unknown {kind} {wanted!r}; known: {shown}")
+    return HTTPException(status_code=404, detail=f"unknown {kind} {wanted!r}{of}; known: {shown}")
 
 
 def _invalid_query(name: str, message: str, value: object) -> RequestValidationError:
@@ -105,10 +127,14 @@ def create_app(view: SiteView) -> FastAPI:
         title=TITLE,
         version=_version(),
         description="Street lighting and public-building HVAC: live state, commands, history.",
-        docs_url="/docs",
+        docs_url=None,  # FastAPI's own pages load Swagger UI / ReDoc from a CDN: served below
+        redoc_url=None,
         openapi_url="/openapi.json",
+        # Swagger UI would otherwise ask validator.swagger.io for a badge image
+        swagger_ui_parameters={"validatorUrl": None},
     )
     index_html = _index_html()  # read once: a missing page fails at startup, not per request
+    _add_offline_docs(app)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> HTMLResponse:
@@ -117,7 +143,13 @@ def create_app(view: SiteView) -> FastAPI:
     @app.get("/api/health", response_model=Health, tags=["site"])
     def health() -> Health:
         snap = view.snapshot()
-        return Health(status="ok", cycle=snap.cycle, last_cycle_at=snap.ts)
+        not_good = sum(1 for d in snap.devices if d.quality != Quality.GOOD)
+        return Health(
+            status="ok" if not_good == 0 else "degraded",
+            devices_not_good=not_good,
+            cycle=snap.cycle,
+            last_cycle_at=snap.ts,
+        )
 
     @app.get("/api/site", response_model=SiteSnapshot, tags=["site"])
     def site() -> SiteSnapshot:
@@ -187,6 +219,10 @@ def create_app(view: SiteView) -> FastAPI:
         device_id: Annotated[str | None, Query(description="only commands to this device")] = None,
     ) -> list[CommandRecord]:
         """Most recent commands first."""
+        if device_id is not None:
+            known = [d.id for d in view.snapshot().devices]
+            if device_id not in known:
+                raise _not_found("device", device_id, known)
         found: list[CommandRecord] = view.recent_commands(limit=limit, device_id=device_id)
         return found
 
@@ -215,9 +251,13 @@ def create_app(view: SiteView) -> FastAPI:
                 f"until ({until.isoformat()}) must be after since ({since.isoformat()})",
                 until.isoformat(),
             )
-        known = [d.id for d in view.snapshot().devices]
-        if device_id not in known:
-            raise _not_found("device", device_id, known)
+        found = view.snapshot().devices
+        dev = next((d for d in found if d.id == device_id), None)
+        if dev is None:
+            raise _not_found("device", device_id, [d.id for d in found])
+        points = [p.point for p in dev.points]
+        if point not in points:
+            raise _not_found("point", point, points, of=f" of device {device_id!r}")
         return [
             ReadingOut(
                 ts=r.ts,
@@ -229,3 +269,42 @@ def create_app(view: SiteView) -> FastAPI:
         ]
 
     return app
+
+
+def _add_offline_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` with every asset served by ``app`` itself."""
+    app.mount(
+        DOCS_STATIC_URL,
+        StaticFiles(packages=[(_DOCS_ASSETS_PACKAGE, "static")]),
+        name="static-docs",
+    )
+    openapi_url = app.openapi_url or "/openapi.json"
+    oauth2_redirect_url = app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect"
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{openapi_url}",
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=f"{root}{oauth2_redirect_url}",
+            swagger_js_url=f"{root}{DOCS_STATIC_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_STATIC_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_STATIC_URL}/favicon.png",
+            swagger_ui_parameters=app.swagger_ui_parameters,
+        )
+
+    @app.get(oauth2_redirect_url, include_in_schema=False)
+    def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=f"{root}{openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{DOCS_STATIC_URL}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_STATIC_URL}/favicon.png",
+            with_google_fonts=False,
+        )

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
+import re
+import signal
+import socket
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime, time, timedelta
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
@@ -30,7 +35,7 @@ from laterne.drivers.outbox import Outbox
 from laterne.drivers.sqlite_store import SqliteHistory
 from laterne.models.site import SiteConfig, SiteConfigError, load_site
 from laterne.models.snapshot import SiteSnapshot
-from laterne.simulations.emulator import SiteEmulator
+from laterne.simulations.emulator import EmulatorError, SiteEmulator
 
 app = typer.Typer(
     add_completion=False,
@@ -40,6 +45,43 @@ app = typer.Typer(
 log = logging.getLogger("laterne")
 
 SiteFile = Annotated[Path, typer.Argument(help="site configuration (YAML)")]
+
+#: suffix of the demo's history from the run before (``var/demo.sqlite.previous``)
+PREVIOUS_SUFFIX = ".previous"
+_SQLITE_COMPANIONS = ("", "-wal", "-shm")  # the database and its WAL-mode side files
+
+
+class CannotStart(Exception):
+    """Something the command needs could not be set up; the message is the whole story."""
+
+
+def _version() -> str:
+    try:
+        return metadata.version("laterne")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"laterne {_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Laterne: traffic-adaptive street lighting and public-building HVAC control."""
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _load_or_exit(path: Path) -> SiteConfig:
@@ -55,9 +97,11 @@ def validate(file: SiteFile) -> None:
     """Check a site configuration and exit; non-zero with file, line and field on any error."""
     site = _load_or_exit(file)
     typer.echo(
-        f"{file}: ok — {len(site.devices)} devices, {len(site.segments)} segments "
-        f"({sum(s.luminaires for s in site.segments)} luminaires), "
-        f"{sum(len(b.zones) for b in site.buildings)} zones in {len(site.buildings)} buildings"
+        f"{file}: ok — {_plural(len(site.devices), 'device')}, "
+        f"{_plural(len(site.segments), 'segment')} "
+        f"({_plural(sum(s.luminaires for s in site.segments), 'luminaire')}), "
+        f"{_plural(sum(len(b.zones) for b in site.buildings), 'zone')} in "
+        f"{_plural(len(site.buildings), 'building')}"
     )
 
 
@@ -73,27 +117,41 @@ def demo(
     ] = None,
     host: Annotated[str, typer.Option(help="API address (loopback only by default)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="API port")] = 8000,
-    db: Annotated[Path | None, typer.Option(help="SQLite history file")] = None,
+    db: Annotated[
+        Path | None, typer.Option(help="SQLite history file (moved aside first if it exists)")
+    ] = None,
     hours: Annotated[
         float | None, typer.Option(help="stop after this many simulated hours")
     ] = None,
 ) -> None:
-    """Emulate the site's devices on loopback (real Modbus TCP and OPC-UA), run the controller
-    on an accelerated clock and serve the API at http://HOST:PORT (docs at /docs)."""
+    """Run an emulated site, the controller on an accelerated clock, and the API.
+
+    The site's devices are emulated on loopback (real Modbus TCP and OPC-UA) and the API is
+    served at http://HOST:PORT (docs at /docs). Each run starts with a fresh history (the
+    simulated clock restarts): the previous run's history file is moved to <name>.previous.
+    """
     site = _load_or_exit(file)
     _influx_token(site)  # refuse before anything starts
     begin = _parse_start(start, site)
     clock = ScaledClock(begin, speed)
     tz = ZoneInfo(site.site.timezone)
-    history = SqliteHistory(db or Path(site.history.path))
-    typer.echo(
-        f"Laterne demo: {site.site.name}\n"
-        f"  simulated time starts {begin.astimezone(tz):%Y-%m-%d %H:%M %Z}"
-        f", {speed:g}× real time\n"
-        f"  API   http://{host}:{port}/api/site   docs http://{host}:{port}/docs\n"
-        f"  history {db or site.history.path}\n  Ctrl-C stops."
+    history_path = db or Path(site.history.path)
+
+    def banner(previous: Path | None) -> str:
+        moved = f"\n  previous run's history moved to {previous}" if previous is not None else ""
+        return (
+            f"Laterne demo: {site.site.name}\n"
+            f"  simulated time starts {begin.astimezone(tz):%Y-%m-%d %H:%M %Z}"
+            f", {speed:g}× real time\n"
+            f"  API   http://{host}:{port}/api/site   docs http://{host}:{port}/docs\n"
+            f"  history {history_path} (fresh){moved}\n  Ctrl-C stops."
+        )
+
+    _run(
+        _serve(
+            site, clock, history_path, host, port, emulate=True, hours=hours, fresh_banner=banner
+        )
     )
-    _run(_serve(site, clock, history, host, port, emulate=True, hours=hours))
 
 
 @app.command()
@@ -106,8 +164,8 @@ def run(
     """Run the controller against the real devices of a site, in real time."""
     site = _load_or_exit(file)
     _influx_token(site)  # refuse before anything starts
-    history = SqliteHistory(db or Path(site.history.path))
-    _run(_serve(site, WallClock(), history, host, port, emulate=False, hours=None))
+    history_path = db or Path(site.history.path)
+    _run(_serve(site, WallClock(), history_path, host, port, emulate=False, hours=None))
 
 
 @app.command()
@@ -115,31 +173,147 @@ def emulate(
     file: SiteFile,
     speed: Annotated[float, typer.Option(help="simulated seconds per real second")] = 1.0,
 ) -> None:
-    """Only serve the site's emulated devices (to point another controller or a Modbus tool at)."""
+    """Only serve the site's emulated devices (to point another controller or a Modbus tool at).
+
+    Stops cleanly on Ctrl-C (SIGINT) and on SIGTERM.
+    """
     site = _load_or_exit(file)
     clock = ScaledClock(datetime.now(UTC), speed)
 
     async def main() -> None:
-        emu = SiteEmulator(site, start=clock.now())
-        await emu.start()
-        typer.echo(f"emulating {len(site.devices)} devices on loopback; Ctrl-C stops")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         try:
-            await emu.run(clock, period_s=site.policy.cycle_s)
+            emu = await _start_emulator(site, clock)
+            typer.echo(
+                f"emulating {_plural(len(site.devices), 'device')} on loopback; "
+                "Ctrl-C or SIGTERM stops"
+            )
+            sys.stdout.flush()
+            runner = asyncio.create_task(emu.run(clock, period_s=site.policy.cycle_s))
+            stopped = asyncio.create_task(stop.wait())
+            try:
+                await asyncio.wait({runner, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for t in (runner, stopped):
+                    t.cancel()
+                await asyncio.gather(runner, stopped, return_exceptions=True)
+                await emu.stop()
+            failed = runner.exception() if runner.done() and not runner.cancelled() else None
+            if failed is not None:
+                raise failed
         finally:
-            await emu.stop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
 
     _run(main())
 
 
 def _run(coro: Coroutine[Any, Any, None]) -> None:
+    """Run ``coro`` with Laterne's logging; a :class:`CannotStart` is one line and exit 1."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # the protocol libraries log every connect and server request; Laterne logs state changes
-    for noisy in ("asyncua", "pymodbus"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(coro)
+    # The protocol libraries log every connect and server request; Laterne logs state changes.
+    # asyncua's client logs a full traceback at ERROR ("Publish iteration crashed") whenever a
+    # server goes away, which Laterne's driver already reports once as a quality change.
+    logging.getLogger("asyncua").setLevel(logging.CRITICAL)
+    logging.getLogger("pymodbus").setLevel(logging.ERROR)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(coro)
+    except CannotStart as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(code=1) from None
+
+
+async def _start_emulator(site: SiteConfig, clock: Clock) -> SiteEmulator:
+    """The site's emulator, started; any failure (a port in use) is one :class:`CannotStart`."""
+    # pymodbus logs its own bind failure; the EmulatorError below says the same, once
+    quiet = logging.getLogger("pymodbus")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        emu = SiteEmulator(site, start=clock.now())
+        await emu.start()
+        return emu
+    except EmulatorError as exc:
+        reason = _listen_failure(exc)
+        hint = " — is another demo running?" if reason == "address in use" else ""
+        detail = f" ({reason})" if reason else ""
+        raise CannotStart(f"cannot start the emulated site: {exc}{detail}{hint}") from None
+    finally:
+        quiet.setLevel(level)
+
+
+_REASONS = {
+    errno.EADDRINUSE: "address in use",
+    errno.EACCES: "permission denied",
+    errno.EADDRNOTAVAIL: "address not available",
+}
+
+
+def _listen_failure(exc: BaseException) -> str:
+    """Why a server could not listen: from the exception chain, else by trying the port."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return _REASONS.get(seen.errno, (seen.strerror or "").lower())
+        seen = seen.__cause__ or seen.__context__
+    # pymodbus says only "Could not start listen": try the host:port the message names
+    found = re.search(r"(\d{1,3}(?:\.\d{1,3}){3}):(\d+)", str(exc))
+    if found is None:
+        return ""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((found.group(1), int(found.group(2))))
+    except OSError as probe_exc:
+        return _REASONS.get(probe_exc.errno or 0, (probe_exc.strerror or "").lower())
+    return ""
+
+
+def _move_aside(path: Path) -> Path | None:
+    """Move a SQLite file and its -wal/-shm to ``<name>.previous``; None if there was none.
+
+    An older ``.previous`` (with its side files) is replaced as a whole, so a stale WAL is
+    never paired with another database.
+    """
+    if not path.exists():
+        return None
+    previous = path.with_name(path.name + PREVIOUS_SUFFIX)
+    for suffix in _SQLITE_COMPANIONS:
+        previous.with_name(previous.name + suffix).unlink(missing_ok=True)
+    for suffix in _SQLITE_COMPANIONS:
+        src = path.with_name(path.name + suffix)
+        if src.exists():
+            os.replace(src, previous.with_name(previous.name + suffix))
+    return previous
+
+
+@contextlib.contextmanager
+def _sigterm_stops(server: uvicorn.Server) -> Iterator[None]:
+    """SIGTERM asks ``server`` to exit, so everything is closed as after Ctrl-C.
+
+    uvicorn handles SIGTERM itself while serving and re-raises it afterwards through the handler
+    that was in place before: with the default one that would kill the process before the
+    history is closed and the InfluxDB backlog flushed.
+    """
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        server.should_exit = True
+
+    try:
+        before = signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread: nothing to install
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _parse_start(start: str | None, site: SiteConfig) -> datetime:
@@ -160,18 +334,33 @@ def _parse_start(start: str | None, site: SiteConfig) -> datetime:
 async def _serve(
     site: SiteConfig,
     clock: Clock,
-    history: SqliteHistory,
+    history_path: Path,
     host: str,
     port: int,
     *,
     emulate: bool,
     hours: float | None,
+    fresh_banner: Callable[[Path | None], str] | None = None,
 ) -> None:
+    """Emulator (if ``emulate``), history, runtime and API until the server exits.
+
+    With ``fresh_banner`` (the demo) the history file is moved aside once the emulated site has
+    started — a demo already running on the same ports keeps its file — and the banner, told
+    where the previous history went, is printed.
+    """
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
-    emu = SiteEmulator(site, start=clock.now()) if emulate else None
+    emu = await _start_emulator(site, clock) if emulate else None
+    try:
+        if fresh_banner is not None:
+            typer.echo(fresh_banner(_move_aside(history_path)))
+            sys.stdout.flush()
+        history = SqliteHistory(history_path)
+    except BaseException:
+        if emu is not None:
+            await emu.stop()
+        raise
     if emu is not None:
-        await emu.start()
         tasks.append(asyncio.create_task(emu.run(clock, period_s=site.policy.cycle_s)))
     influx, outbox = _influx(site)
     mirrors = [influx] if influx is not None else []
@@ -184,7 +373,16 @@ async def _serve(
     tasks.append(asyncio.create_task(runtime.run(stop)))
     tasks.append(asyncio.create_task(_report(runtime, clock, stop, site, hours, server)))
     try:
-        await server.serve()
+        with _sigterm_stops(server):
+            await server.serve()
+    except SystemExit:
+        if server.started:
+            raise
+        # uvicorn has logged why it could not listen (e.g. address already in use) and exits
+        raise CannotStart(
+            f"cannot serve the API on {host}:{port} — is another Laterne running? "
+            "Choose another port with --port."
+        ) from None
     finally:
         stop.set()
         for t in tasks:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,8 @@ import httpx
 import pytest
 import yaml
 
-from laterne.models.site import InfluxConfig, SiteConfig, load_site
+from laterne.drivers.sqlite_store import SqliteHistory
+from laterne.models.site import InfluxConfig, ModbusEndpoint, OpcUaEndpoint, SiteConfig, load_site
 from laterne.simulations.ports import with_free_ports
 
 from .conftest import DEMO
@@ -28,7 +32,26 @@ LATERNE = [sys.executable, "-m", "laterne"]
 def test_validate_good_file_exits_zero() -> None:
     out = subprocess.run([*LATERNE, "validate", str(DEMO)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert "ok — 6 devices, 3 segments (96 luminaires), 2 zones in 1 buildings" in out.stdout
+    assert "ok — 6 devices, 3 segments (96 luminaires), 2 zones in 1 building\n" in out.stdout
+
+
+def test_version_comes_from_the_package_metadata() -> None:
+    from importlib.metadata import version
+
+    out = subprocess.run([*LATERNE, "--version"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"laterne {version('laterne')}\n"
+
+
+def test_help_shows_each_command_in_one_complete_sentence() -> None:
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    out = subprocess.run([*LATERNE, "--help"], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "--version" in out.stdout
+    for line in out.stdout.splitlines():
+        text = line.strip(" │")
+        if text.startswith(("validate ", "demo ", "run ", "emulate ")):
+            assert text.endswith("."), line
 
 
 def test_validate_broken_file_names_file_line_field(tmp_path: Path) -> None:
@@ -58,10 +81,30 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_demo(tmp_path: Path, site: SiteConfig, hours: float = 2) -> tuple[dict[str, Any], str]:
-    """Run `laterne demo` on free ports until it stops by itself; the API snapshot seen mid-run."""
+def write_site(tmp_path: Path, site: SiteConfig) -> Path:
     cfg = tmp_path / "demo.yaml"
     cfg.write_text(yaml.safe_dump(site.model_dump(mode="json")), encoding="utf-8")
+    return cfg
+
+
+@contextmanager
+def occupied(port: int) -> Iterator[None]:
+    """Another program listening on 127.0.0.1:``port``."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        yield
+
+
+def assert_one_line_error(out: subprocess.CompletedProcess[str], expected: str) -> None:
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    assert out.stderr.count(expected) == 1, out.stderr
+
+
+def run_demo(tmp_path: Path, site: SiteConfig, hours: float = 2) -> tuple[dict[str, Any], str]:
+    """Run `laterne demo` on free ports until it stops by itself; the API snapshot seen mid-run."""
+    cfg = write_site(tmp_path, site)
     port = _free_port()
     cmd = [
         *LATERNE, "demo", str(cfg), "--port", str(port), "--speed", "1800", "--hours", str(hours),
@@ -89,12 +132,99 @@ def run_demo(tmp_path: Path, site: SiteConfig, hours: float = 2) -> tuple[dict[s
 
 
 def test_demo_serves_the_api_and_stops_after_the_simulated_hours(tmp_path: Path) -> None:
+    # a previous run's history (and WAL) is moved aside whole; an older .previous is replaced
+    (tmp_path / "h.sqlite").write_bytes(b"last run")
+    (tmp_path / "h.sqlite-wal").write_bytes(b"last run's wal")
+    (tmp_path / "h.sqlite.previous").write_bytes(b"the run before")
+    (tmp_path / "h.sqlite.previous-shm").write_bytes(b"the run before's shm")
     snap, stdout = run_demo(tmp_path, with_free_ports(load_site(DEMO)))
     assert {d["quality"] for d in snap["devices"]} == {"good"}
     assert [s["id"] for s in snap["segments"]] == ["bahnhofstr", "elberfelder", "lindenweg"]
     assert "Laterne demo" in stdout and "bahnhofstr:" in stdout
-    assert (tmp_path / "h.sqlite").exists()
+    assert f"previous run's history moved to {tmp_path / 'h.sqlite.previous'}" in stdout
+    assert (tmp_path / "h.sqlite.previous").read_bytes() == b"last run"
+    assert (tmp_path / "h.sqlite.previous-wal").read_bytes() == b"last run's wal"
+    assert not (tmp_path / "h.sqlite.previous-shm").exists()
+    con = sqlite3.connect(tmp_path / "h.sqlite")  # a fresh history of this run only
+    assert con.execute("select count(*) from commands").fetchone()[0] > 0
+    con.close()
     json.dumps(snap)  # the snapshot is plain JSON (no NaN)
+
+
+@pytest.mark.parametrize("protocol", ["modbus", "opcua"])
+def test_demo_with_an_emulated_port_in_use_says_so_in_one_line(
+    tmp_path: Path, protocol: str
+) -> None:
+    site = with_free_ports(load_site(DEMO))
+    cfg = write_site(tmp_path, site)
+    if protocol == "modbus":
+        ep = next(d.endpoint for d in site.devices if isinstance(d.endpoint, ModbusEndpoint))
+        port = ep.port
+        what = f"cannot listen for Modbus on 127.0.0.1:{port}"
+    else:
+        url = next(d.endpoint.url for d in site.devices if isinstance(d.endpoint, OpcUaEndpoint))
+        port = int(url.split(":")[2].split("/")[0])
+        what = f"cannot listen for OPC-UA at {url}"
+    history = tmp_path / "h.sqlite"
+    history.write_bytes(b"the running demo's history")
+    cmd = [*LATERNE, "demo", str(cfg), "--port", str(_free_port()), "--db", str(history)]
+    with occupied(port):
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert_one_line_error(
+        out,
+        f"cannot start the emulated site: {what} (address in use) — is another demo running?\n",
+    )
+    assert len(out.stderr.splitlines()) == 1, out.stderr
+    # the demo holding those ports keeps its history
+    assert history.read_bytes() == b"the running demo's history"
+    assert not (tmp_path / "h.sqlite.previous").exists()
+
+
+def test_demo_with_the_api_port_in_use_hints_at_port(tmp_path: Path) -> None:
+    cfg = write_site(tmp_path, with_free_ports(load_site(DEMO)))
+    port = _free_port()
+    cmd = [*LATERNE, "demo", str(cfg), "--port", str(port), "--db", str(tmp_path / "h.sqlite")]
+    with occupied(port):
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert_one_line_error(out, f"cannot serve the API on 127.0.0.1:{port}")
+    assert "another port with --port" in out.stderr
+
+
+def test_run_keeps_its_history_where_it_is(tmp_path: Path) -> None:
+    # `laterne run` never moves a history aside (here it stops at a busy API port)
+    cfg = write_site(tmp_path, with_free_ports(load_site(DEMO)))
+    history = tmp_path / "h.sqlite"
+    SqliteHistory(history).close()
+    inode = history.stat().st_ino
+    port = _free_port()
+    cmd = [*LATERNE, "run", str(cfg), "--port", str(port), "--db", str(history)]
+    with occupied(port):
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert_one_line_error(out, "another port with --port")
+    assert "Laterne demo" not in out.stdout
+    assert history.stat().st_ino == inode  # the same file, not a fresh one
+    assert not (tmp_path / "h.sqlite.previous").exists()
+
+
+def test_emulate_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    site = with_free_ports(load_site(DEMO))
+    cfg = write_site(tmp_path, site)
+    proc = subprocess.Popen(
+        [*LATERNE, "emulate", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # blocks until the servers listen (or the process ends)
+        assert line.startswith("emulating 6 devices on loopback"), proc.stderr.read()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    ep = next(d.endpoint for d in site.devices if isinstance(d.endpoint, ModbusEndpoint))
+    with occupied(ep.port):  # the servers let go of their ports
+        pass
 
 
 def test_demo_mirrors_its_history_to_influxdb(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from laterne.api.app import create_app
 from laterne.models.snapshot import DeviceView, SiteSnapshot
+from laterne.models.values import Quality
 
 from .conftest import T0, FakeSiteView, make_snapshot
 
@@ -25,16 +27,49 @@ def iso(ts: datetime) -> str:
 # -- health and site -----------------------------------------------------------------------------
 
 
-async def test_health(client: httpx.AsyncClient) -> None:
+async def test_health_is_degraded_but_200_while_a_device_is_not_good(
+    client: httpx.AsyncClient,
+) -> None:
+    r = await client.get("/api/health")  # seg-ctl-1 is offline
+    assert r.status_code == 200
+    assert r.json() == {
+        "status": "degraded",
+        "devices_not_good": 1,
+        "cycle": 42,
+        "last_cycle_at": "2024-11-05T22:00:00Z",
+    }
+
+
+async def test_health_is_ok_when_every_device_is_good(
+    view: FakeSiteView, client: httpx.AsyncClient
+) -> None:
+    good = [d.model_copy(update={"quality": Quality.GOOD}) for d in view.snap.devices]
+    view.snap = view.snap.model_copy(update={"devices": good})
     r = await client.get("/api/health")
     assert r.status_code == 200
-    assert r.json() == {"status": "ok", "cycle": 42, "last_cycle_at": "2024-11-05T22:00:00Z"}
+    assert r.json()["status"] == "ok"
+    assert r.json()["devices_not_good"] == 0
+
+
+@pytest.mark.parametrize("quality", [Quality.STALE, Quality.FAULTY, Quality.OFFLINE])
+async def test_health_counts_every_quality_but_good(
+    view: FakeSiteView, client: httpx.AsyncClient, quality: Quality
+) -> None:
+    bad = [d.model_copy(update={"quality": quality}) for d in view.snap.devices]
+    view.snap = view.snap.model_copy(update={"devices": bad})
+    body = (await client.get("/api/health")).json()
+    assert (body["status"], body["devices_not_good"]) == ("degraded", 2)
 
 
 async def test_health_before_the_first_cycle(view: FakeSiteView, client: httpx.AsyncClient) -> None:
     view.snap = view.snap.model_copy(update={"ts": None, "cycle": 0})
     r = await client.get("/api/health")
-    assert r.json() == {"status": "ok", "cycle": 0, "last_cycle_at": None}
+    assert r.json() == {
+        "status": "degraded",
+        "devices_not_good": 1,
+        "cycle": 0,
+        "last_cycle_at": None,
+    }
 
 
 async def test_site_is_the_whole_snapshot(view: FakeSiteView, client: httpx.AsyncClient) -> None:
@@ -110,14 +145,24 @@ async def test_device_by_id(client: httpx.AsyncClient) -> None:
             "/api/readings?device_id=nope&point=count",
             "unknown device 'nope'; known: ctr-1, seg-ctl-1",
         ),
+        (
+            "/api/readings?device_id=ctr-1&point=nope",
+            "unknown point 'nope' of device 'ctr-1'; known: count",
+        ),
+        (
+            "/api/readings?device_id=seg-ctl-1&point=count",
+            "unknown point 'count' of device 'seg-ctl-1'; known: (none)",
+        ),
+        ("/api/commands?device_id=nope", "unknown device 'nope'; known: ctr-1, seg-ctl-1"),
     ],
 )
 async def test_unknown_ids_are_404_listing_the_known(
-    client: httpx.AsyncClient, path: str, message: str
+    view: FakeSiteView, client: httpx.AsyncClient, path: str, message: str
 ) -> None:
     r = await client.get(path)
     assert r.status_code == 404
     assert r.json() == {"detail": message}
+    assert [name for name, _ in view.calls] == []  # refused before the history was asked
 
 
 async def test_404_with_nothing_known(view: FakeSiteView, client: httpx.AsyncClient) -> None:
@@ -175,6 +220,8 @@ async def test_commands_newest_first_with_default_limit(
 
 
 async def test_commands_limit_and_device(view: FakeSiteView, client: httpx.AsyncClient) -> None:
+    seg2 = view.snap.devices[1].model_copy(update={"id": "seg-ctl-2"})
+    view.snap = view.snap.model_copy(update={"devices": [*view.snap.devices, seg2]})
     r = await client.get("/api/commands", params={"limit": 1, "device_id": "seg-ctl-2"})
     assert r.status_code == 200
     assert [c["value"] for c in r.json()] == [52.0]
@@ -298,10 +345,26 @@ async def test_openapi_schema(client: httpx.AsyncClient) -> None:
     assert site_schema["application/json"]["schema"]["$ref"].endswith("/SiteSnapshot")
 
 
-async def test_docs_page(client: httpx.AsyncClient) -> None:
-    r = await client.get("/docs")
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+async def test_docs_pages_work_offline(client: httpx.AsyncClient, page: str) -> None:
+    r = await client.get(page)
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/html")
+    html = r.text
+    # no CDN and no absolute URL at all: every asset is served by the app itself
+    assert re.findall(r"https?://[^\s\"'<>)]+", html) == []
+    assets = re.findall(r"""(?:src|href)=["']?([^"'\s>]+\.(?:js|css|png))""", html)
+    assert any(a.endswith(".js") for a in assets), html
+    if page == "/docs":
+        assert any(a.endswith(".css") for a in assets), html
+        assert "/openapi.json" in html
+        assert '"validatorUrl": null' in html  # no badge fetched from validator.swagger.io
+    for url in assets:
+        asset = await client.get(url)
+        assert asset.status_code == 200, url
+        assert asset.content, url
+        if not url.endswith(".png"):
+            assert len(asset.content) > 10_000, url  # the real bundle, not a stub
 
 
 async def test_index_page_is_served_and_self_contained(client: httpx.AsyncClient) -> None:
