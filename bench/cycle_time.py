@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _stats import latency_ms  # bench/ is on sys.path when run as a script
 
 from laterne.controller.clock import ManualClock
 from laterne.controller.policy import Policy
@@ -42,15 +43,6 @@ from laterne.simulations.ports import with_free_ports
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
 START = datetime(2026, 11, 25, 22, 0, tzinfo=UTC)  # a winter night: lights on, traffic varying
-
-
-def _stats(samples_s: list[float]) -> dict[str, float]:
-    ms = np.array(samples_s) * 1e3
-    return {
-        "median_ms": round(float(np.median(ms)), 3),
-        "p99_ms": round(float(np.percentile(ms, 99)), 3),
-        "max_ms": round(float(ms.max()), 3),
-    }
 
 
 @asynccontextmanager
@@ -130,8 +122,8 @@ async def _bench_cycles(
         "counter_channels": lay.n_channels,
         "zones": lay.n_zones,
         "cycles": len(samples),
-        "cycle": _stats(samples),
-        **{f"{name}": _stats(values) for name, values in parts.items()},
+        "cycle": latency_ms(samples),
+        **{f"{name}": latency_ms(values) for name, values in parts.items()},
         "writes_per_cycle": round(writes / len(samples), 1),
         "failed_writes": failed,
         "devices_not_good": len(offline),
@@ -159,7 +151,7 @@ def bench_policy(site: SiteConfig, steps: int = 1000) -> dict[str, Any]:
         t0 = time.perf_counter()
         st, _ = pol.step(st, obs, now)
         samples.append(time.perf_counter() - t0)
-    return {"site": "policy step only", "segments": lay.n_segments, **_stats(samples)}
+    return {"site": "policy step only", "segments": lay.n_segments, **latency_ms(samples)}
 
 
 async def main() -> None:

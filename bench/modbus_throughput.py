@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _stats import latency_ms  # bench/ is on sys.path when run as a script
 
 from laterne.drivers.modbus import ModbusDevice, ModbusGateway
 from laterne.models.site import Device, DeviceProfile
@@ -46,15 +47,6 @@ def bench_profile() -> DeviceProfile:
             address += width
     assert address == REGISTERS
     return DeviceProfile.model_validate({"protocol": "modbus", "points": points})
-
-
-def _stats(samples_s: list[float]) -> dict[str, float]:
-    ms = np.array(samples_s) * 1e3
-    return {
-        "median_ms": round(float(np.median(ms)), 3),
-        "p99_ms": round(float(np.percentile(ms, 99)), 3),
-        "max_ms": round(float(ms.max()), 3),
-    }
 
 
 def _device(device_id: str, port: int, unit_id: int) -> Device:
@@ -98,7 +90,7 @@ async def run(ports: list[int], units: int, polls: int, max_in_flight: int) -> d
         "points_per_poll": n_points,
         "registers_per_poll": len(devices) * REGISTERS,
         "requests_per_poll": requests / polls,
-        "poll": _stats(samples),
+        "poll": latency_ms(samples),
         # the client's own CPU time per poll: steadier than wall time on a shared machine
         "client_cpu_per_poll_ms_median": round(float(np.median(cpu)) * 1e3, 3),
         "points_per_s_median": round(n_points / median_s),

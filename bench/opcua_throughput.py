@@ -31,6 +31,7 @@ from multiprocessing.synchronize import Event as EventType
 from typing import Any
 
 import numpy as np
+from _stats import latency_ms  # bench/ is on sys.path when run as a script
 
 from laterne.drivers.opcua import OpcUaDevice
 from laterne.models.site import Device, DeviceProfile
@@ -102,15 +103,6 @@ def _server_main(
 # -------------------------------------------------------------------------------- client
 
 
-def _stats_ms(samples_s: list[float]) -> dict[str, float]:
-    ms = np.array(samples_s) * 1e3
-    return {
-        "median_ms": round(float(np.median(ms)), 3),
-        "p99_ms": round(float(np.percentile(ms, 99)), 3),
-        "max_ms": round(float(ms.max()), 3),
-    }
-
-
 def _device(url: str, nodes: int, subscribe: bool, publishing_ms: float) -> OpcUaDevice:
     prof = DeviceProfile.model_validate(
         {"protocol": "opcua", "points": {f"p{i:04d}": {"node": _node(i)} for i in range(nodes)}}
@@ -144,7 +136,7 @@ async def bench_polling(url: str, nodes: int, reads: int) -> dict[str, Any]:
         await dev.close()
     return {
         "reads": reads,
-        "read": _stats_ms(durations),
+        "read": latency_ms(durations),
         "points_per_s_median": round(nodes / float(np.median(durations))),
         "points_per_s_sustained": round(nodes * reads / total_s),
         "good_points_last_read": good,
@@ -185,9 +177,9 @@ async def bench_subscription(
         "seconds": round(elapsed, 2),
         "notifications_per_s": round(notifications / elapsed),
         "reads": len(durations),
-        "read": _stats_ms(durations),
+        "read": latency_ms(durations),
         "points_per_s_median": round(nodes / float(np.median(durations))),
-        "value_age_at_read": _stats_ms(ages),
+        "value_age_at_read": latency_ms(ages),
         "good_points_last_read": good,
     }
 

@@ -381,27 +381,17 @@ class Runtime:
 
     async def _write(self, w: PointWrite, now: datetime) -> CommandRecord:
         client = self._clients[w.device_id]
+        ok, error = True, ""
         try:
             await client.write(w.point, w.value)
         except DriverError as exc:
+            ok, error = False, str(exc) or type(exc).__name__
             self._written.pop((w.device_id, w.point), None)
-            quality = (
-                Quality.OFFLINE
-                if isinstance(exc, DeviceOffline | DeviceTimeout)
-                else Quality.FAULTY
-            )
-            self._set_device(next_device_state(self._devices[w.device_id], quality, str(exc), now))
-            return CommandRecord(
-                ts=now,
-                device_id=w.device_id,
-                point=w.point,
-                value=w.value,
-                reason=w.reason,
-                source=w.source,
-                ok=False,
-                error=str(exc),
-            )
-        self._written[(w.device_id, w.point)] = w.value
+            offline = isinstance(exc, DeviceOffline | DeviceTimeout)
+            quality = Quality.OFFLINE if offline else Quality.FAULTY
+            self._set_device(next_device_state(self._devices[w.device_id], quality, error, now))
+        else:
+            self._written[(w.device_id, w.point)] = w.value
         return CommandRecord(
             ts=now,
             device_id=w.device_id,
@@ -409,7 +399,8 @@ class Runtime:
             value=w.value,
             reason=w.reason,
             source=w.source,
-            ok=True,
+            ok=ok,
+            error=error,
         )
 
     def _record(self, readings: Sequence[PointReading], commands: Sequence[CommandRecord]) -> None:
