@@ -40,6 +40,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from laterne.controller.view import SiteView
 from laterne.models.snapshot import (
+    AggregateRecord,
     BuildingView,
     CommandRecord,
     DeviceStateRecord,
@@ -231,6 +232,42 @@ def create_app(view: SiteView) -> FastAPI:
         """The embedded history's size and retention, and every mirror's backlog and health."""
         return view.history_status()
 
+    def _known_point(device_id: str, point: str) -> None:
+        found = view.snapshot().devices
+        dev = next((d for d in found if d.id == device_id), None)
+        if dev is None:
+            raise _not_found("device", device_id, [d.id for d in found])
+        points = [p.point for p in dev.points]
+        if point not in points:
+            raise _not_found("point", point, points, of=f" of device {device_id!r}")
+
+    def _window(since: datetime | None, until: datetime | None) -> None:
+        if since is not None and until is not None and since >= until:
+            raise _invalid_query(
+                "until",
+                f"until ({until.isoformat()}) must be after since ({since.isoformat()})",
+                until.isoformat(),
+            )
+
+    @app.get("/api/aggregates", response_model=list[AggregateRecord], tags=["history"])
+    def aggregates(
+        device_id: str,
+        point: str,
+        since: Annotated[
+            AwareDatetime | None,
+            Query(description="inclusive; ISO 8601 with offset, e.g. 2024-11-05T22:00:00Z"),
+        ] = None,
+        until: Annotated[
+            AwareDatetime | None, Query(description="exclusive; ISO 8601 with offset")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+    ) -> list[AggregateRecord]:
+        """Buckets of one point's readings older than the raw retention, oldest first: count,
+        good count, mean, min, max and last of each bucket (see /api/history for the width)."""
+        _window(since, until)
+        _known_point(device_id, point)
+        return view.aggregates(device_id, point, since=since, until=until, limit=limit)
+
     @app.get("/api/readings", response_model=list[ReadingOut], tags=["history"])
     def readings(
         device_id: str,
@@ -245,19 +282,8 @@ def create_app(view: SiteView) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=READINGS_LIMIT_MAX)] = 1000,
     ) -> list[ReadingOut]:
         """Recorded readings of one point within ``[since, until)``, oldest first."""
-        if since is not None and until is not None and since >= until:
-            raise _invalid_query(
-                "until",
-                f"until ({until.isoformat()}) must be after since ({since.isoformat()})",
-                until.isoformat(),
-            )
-        found = view.snapshot().devices
-        dev = next((d for d in found if d.id == device_id), None)
-        if dev is None:
-            raise _not_found("device", device_id, [d.id for d in found])
-        points = [p.point for p in dev.points]
-        if point not in points:
-            raise _not_found("point", point, points, of=f" of device {device_id!r}")
+        _window(since, until)
+        _known_point(device_id, point)
         return [
             ReadingOut(
                 ts=r.ts,

@@ -25,6 +25,7 @@ from laterne.drivers.sqlite_store import SqliteHistory
 from laterne.models.layout import SiteLayout
 from laterne.models.site import SiteConfig
 from laterne.models.snapshot import (
+    AggregateRecord,
     CommandRecord,
     DeviceStateRecord,
     HistoryStatus,
@@ -206,6 +207,33 @@ class Runtime:
                 last_error=s.last_error,
             )
             for s in self._history.device_state_history(device_id=device_id, limit=limit)
+        ]
+
+    def aggregates(
+        self,
+        device_id: str,
+        point: str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 10_000,
+    ) -> list[AggregateRecord]:
+        def num(x: float) -> float | None:
+            return None if math.isnan(x) else x
+
+        return [
+            AggregateRecord(
+                start=a.start,
+                end=a.end,
+                count=a.count,
+                good_count=a.good_count,
+                mean=num(a.mean),
+                min=num(a.min),
+                max=num(a.max),
+                last=num(a.last),
+            )
+            for a in self._history.aggregates(
+                device_id, point, since=since, until=until, limit=limit
+            )
         ]
 
     def history_status(self) -> HistoryStatus:

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Protocol
 
 from laterne.models.snapshot import (
+    AggregateRecord,
     CommandRecord,
     DeviceStateRecord,
     HistoryStatus,
@@ -50,4 +51,15 @@ class SiteView(Protocol):
 
     def history_status(self) -> HistoryStatus:
         """Size of the embedded history and the state of every mirror (nothing lost?)."""
+        ...
+
+    def aggregates(
+        self,
+        device_id: str,
+        point: str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 10_000,
+    ) -> list[AggregateRecord]:
+        """Aggregated buckets of one point (readings past raw retention), oldest first."""
         ...

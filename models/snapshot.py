@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 from .values import Quality
 
 __all__ = [
+    "AggregateRecord",
     "BuildingView",
     "CommandRecord",
     "DeviceStateRecord",
@@ -99,6 +100,21 @@ class DeviceStateRecord(_View):
     since: datetime
     last_good_at: datetime | None
     last_error: str
+
+
+class AggregateRecord(_View):
+    """One point's statistics over one bucket ``[start, end)`` (raw readings past retention).
+    ``count`` counts every reading; the statistics cover the ``good_count`` good ones and are
+    None when there was none."""
+
+    start: datetime
+    end: datetime
+    count: int
+    good_count: int
+    mean: float | None
+    min: float | None
+    max: float | None
+    last: float | None
 
 
 class MirrorStatus(_View):

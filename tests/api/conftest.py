@@ -13,6 +13,7 @@ import pytest
 
 from laterne.api.app import create_app
 from laterne.models.snapshot import (
+    AggregateRecord,
     BuildingView,
     CommandRecord,
     DeviceStateRecord,
@@ -135,6 +136,32 @@ class FakeSiteView:
         self.calls.append(("device_state_changes", {"device_id": device_id, "limit": limit}))
         found = [s for s in self.states if device_id is None or s.device_id == device_id]
         return sorted(found, key=lambda s: s.since, reverse=True)[:limit]
+
+    def aggregates(
+        self,
+        device_id: str,
+        point: str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 10_000,
+    ) -> list[AggregateRecord]:
+        self.calls.append(("aggregates", {"device_id": device_id, "point": point}))
+        if (device_id, point) != ("ctr-1", "count"):
+            return []
+        return [
+            AggregateRecord(
+                start=T0 + timedelta(minutes=15 * k),
+                end=T0 + timedelta(minutes=15 * (k + 1)),
+                count=15,
+                good_count=15 - k,
+                mean=10.0 + k,
+                min=5.0,
+                max=20.0,
+                last=12.0,
+            )
+            for k in range(3)
+            if (since is None or T0 + timedelta(minutes=15 * k) >= since)
+        ][:limit]
 
     def history_status(self) -> HistoryStatus:
         mirror = MirrorStatus(

@@ -334,6 +334,7 @@ async def test_openapi_schema(client: httpx.AsyncClient) -> None:
         "/api/devices/{device_id}",
         "/api/devices/{device_id}/states",
         "/api/history",
+        "/api/aggregates",
         "/api/segments",
         "/api/segments/{segment_id}",
         "/api/buildings",
@@ -423,3 +424,32 @@ async def test_history_status_shows_the_mirror_backlog(client: httpx.AsyncClient
     assert body["sqlite_bytes"] == 4096
     assert body["mirrors"][0]["pending_lines"] == 1200
     assert body["mirrors"][0]["in_outage"] is True
+
+
+async def test_aggregates_of_one_point(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/aggregates", params={"device_id": "ctr-1", "point": "count"})
+    assert r.status_code == 200
+    body = r.json()
+    assert [a["mean"] for a in body] == [10.0, 11.0, 12.0]
+    assert body[1]["good_count"] == 14
+    r = await client.get(
+        "/api/aggregates",
+        params={"device_id": "ctr-1", "point": "count", "since": "2024-11-05T22:10:00Z"},
+    )
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("params", "status"),
+    [
+        ({"device_id": "nope", "point": "count"}, 404),
+        ({"device_id": "ctr-1", "point": "nope"}, 404),
+        ({"device_id": "ctr-1", "point": "count", "since": "2024-11-05T22:00:00"}, 422),
+        ({"device_id": "ctr-1", "point": "count", "limit": 0}, 422),
+    ],
+)
+async def test_aggregates_refuses_bad_requests(
+    client: httpx.AsyncClient, params: dict[str, object], status: int
+) -> None:
+    r = await client.get("/api/aggregates", params=params)  # type: ignore[arg-type]
+    assert r.status_code == status

@@ -205,6 +205,9 @@ async def test_old_raw_readings_are_compacted(demo_site: SiteConfig, tmp_path: P
     assert min(r.ts for r in raw) >= cutoff
     aggs = history.aggregates("counter-north", "lane1_veh")
     assert aggs and sum(a.count for a in aggs) + len(raw) == n + 2
+    # the API side sees the same buckets, NaN turned into None
+    seen = runtime.aggregates("counter-north", "lane1_veh")
+    assert [(a.start, a.count) for a in seen] == [(a.start, a.count) for a in aggs]
     history.close()
 
 
