@@ -25,7 +25,7 @@ import math
 from collections.abc import Sequence
 from datetime import datetime
 from importlib import metadata, resources
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol, TypeVar
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -112,6 +112,22 @@ def _not_found(kind: str, wanted: str, known: Sequence[str], of: str = "") -> HT
     return HTTPException(status_code=404, detail=f"unknown {kind} {wanted!r}{of}; known: {shown}")
 
 
+class _HasId(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+_V = TypeVar("_V", bound=_HasId)
+
+
+def _by_id(kind: str, wanted: str, items: Sequence[_V]) -> _V:
+    """The item with id ``wanted``, else the 404 that names the known ids."""
+    for item in items:
+        if item.id == wanted:
+            return item
+    raise _not_found(kind, wanted, [i.id for i in items])
+
+
 def _invalid_query(name: str, message: str, value: object) -> RequestValidationError:
     """A 422 shaped exactly like FastAPI's own validation errors."""
     return RequestValidationError(
@@ -167,11 +183,7 @@ def create_app(view: SiteView) -> FastAPI:
 
     @app.get("/api/devices/{device_id}", response_model=DeviceView, tags=["devices"])
     def device(device_id: str) -> DeviceView:
-        found = view.snapshot().devices
-        for d in found:
-            if d.id == device_id:
-                return d
-        raise _not_found("device", device_id, [d.id for d in found])
+        return _by_id("device", device_id, view.snapshot().devices)
 
     @app.get(
         "/api/devices/{device_id}/states",
@@ -183,9 +195,7 @@ def create_app(view: SiteView) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=1000, description="at most this many")] = 100,
     ) -> list[DeviceStateRecord]:
         """Quality changes of one device (online, stale, faulty, offline), newest first."""
-        known = [d.id for d in view.snapshot().devices]
-        if device_id not in known:
-            raise _not_found("device", device_id, known)
+        _by_id("device", device_id, view.snapshot().devices)
         return view.device_state_changes(device_id=device_id, limit=limit)
 
     @app.get("/api/segments", response_model=list[SegmentView], tags=["lighting"])
@@ -195,11 +205,7 @@ def create_app(view: SiteView) -> FastAPI:
 
     @app.get("/api/segments/{segment_id}", response_model=SegmentView, tags=["lighting"])
     def segment(segment_id: str) -> SegmentView:
-        found = view.snapshot().segments
-        for s in found:
-            if s.id == segment_id:
-                return s
-        raise _not_found("segment", segment_id, [s.id for s in found])
+        return _by_id("segment", segment_id, view.snapshot().segments)
 
     @app.get("/api/buildings", response_model=list[BuildingView], tags=["hvac"])
     def buildings() -> list[BuildingView]:
@@ -208,11 +214,7 @@ def create_app(view: SiteView) -> FastAPI:
 
     @app.get("/api/buildings/{building_id}", response_model=BuildingView, tags=["hvac"])
     def building(building_id: str) -> BuildingView:
-        found = view.snapshot().buildings
-        for b in found:
-            if b.id == building_id:
-                return b
-        raise _not_found("building", building_id, [b.id for b in found])
+        return _by_id("building", building_id, view.snapshot().buildings)
 
     @app.get("/api/commands", response_model=list[CommandRecord], tags=["history"])
     def commands(
@@ -221,9 +223,7 @@ def create_app(view: SiteView) -> FastAPI:
     ) -> list[CommandRecord]:
         """Most recent commands first."""
         if device_id is not None:
-            known = [d.id for d in view.snapshot().devices]
-            if device_id not in known:
-                raise _not_found("device", device_id, known)
+            _by_id("device", device_id, view.snapshot().devices)
         found: list[CommandRecord] = view.recent_commands(limit=limit, device_id=device_id)
         return found
 
@@ -233,10 +233,7 @@ def create_app(view: SiteView) -> FastAPI:
         return view.history_status()
 
     def _known_point(device_id: str, point: str) -> None:
-        found = view.snapshot().devices
-        dev = next((d for d in found if d.id == device_id), None)
-        if dev is None:
-            raise _not_found("device", device_id, [d.id for d in found])
+        dev = _by_id("device", device_id, view.snapshot().devices)
         points = [p.point for p in dev.points]
         if point not in points:
             raise _not_found("point", point, points, of=f" of device {device_id!r}")

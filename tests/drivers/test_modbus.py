@@ -139,6 +139,13 @@ def gateway(made: list[ModbusGateway], port: int, clock: FakeClock) -> ModbusGat
 # ------------------------------------------------------------------------------- reads
 
 
+def all_types_device(
+    profile: DeviceProfile, port: int, made: list[ModbusGateway], clock: FakeClock
+) -> ModbusDevice:
+    """Unit 1 of the all-types profile on ``port``, through a fresh gateway."""
+    return ModbusDevice(modbus_device(profile, port), profile, gateway(made, port, clock))
+
+
 async def test_reads_every_type_in_merged_requests(
     modbus_server: ModbusServerFactory,
     all_types: DeviceProfile,
@@ -146,9 +153,7 @@ async def test_reads_every_type_in_merged_requests(
     clock: FakeClock,
 ) -> None:
     server = await modbus_server(all_types_unit())
-    dev = ModbusDevice(
-        modbus_device(all_types, server.port), all_types, gateway(gateways, server.port, clock)
-    )
+    dev = all_types_device(all_types, server.port, gateways, clock)
     assert isinstance(dev, DeviceClient)
     assert dev.device_id == "dev"
     assert dev.plan == [
@@ -181,9 +186,7 @@ async def test_value_outside_its_range_is_a_faulty_reading(
     clock: FakeClock,
 ) -> None:
     server = await modbus_server(all_types_unit())
-    dev = ModbusDevice(
-        modbus_device(all_types, server.port), all_types, gateway(gateways, server.port, clock)
-    )
+    dev = all_types_device(all_types, server.port, gateways, clock)
     power = (await dev.read(NOW))["power_w"]
     assert power.quality is Quality.FAULTY
     assert math.isnan(power.value)
@@ -274,9 +277,7 @@ async def test_naive_time_is_refused(
     clock: FakeClock,
 ) -> None:
     server = await modbus_server(all_types_unit())
-    dev = ModbusDevice(
-        modbus_device(all_types, server.port), all_types, gateway(gateways, server.port, clock)
-    )
+    dev = all_types_device(all_types, server.port, gateways, clock)
     with pytest.raises(ValueError, match="timezone-aware"):
         await dev.read(datetime(2026, 1, 1))
     assert server.requests == []
@@ -292,9 +293,7 @@ async def test_write_register_round_trip(
     clock: FakeClock,
 ) -> None:
     server = await modbus_server(all_types_unit())
-    dev = ModbusDevice(
-        modbus_device(all_types, server.port), all_types, gateway(gateways, server.port, clock)
-    )
+    dev = all_types_device(all_types, server.port, gateways, clock)
     got = await dev.write("dim_pct", 42.5)
     assert got == pytest.approx(42.5)
     assert await server.values(1, "holding", 30) == [425]
@@ -311,9 +310,7 @@ async def test_write_coil_round_trip(
     clock: FakeClock,
 ) -> None:
     server = await modbus_server(all_types_unit())
-    dev = ModbusDevice(
-        modbus_device(all_types, server.port), all_types, gateway(gateways, server.port, clock)
-    )
+    dev = all_types_device(all_types, server.port, gateways, clock)
     assert await dev.write("relay", 0) == 0.0
     assert await server.values(1, "coil", 0, 3) == [0, 0, 1]  # neighbours untouched
     assert server.requests == [(1, 5), (1, 1)]  # write single coil, then read back
@@ -343,9 +340,7 @@ async def test_out_of_bounds_write_is_refused_and_nothing_sent(
     clock: FakeClock,
 ) -> None:
     server = await modbus_server(all_types_unit())
-    dev = ModbusDevice(
-        modbus_device(all_types, server.port), all_types, gateway(gateways, server.port, clock)
-    )
+    dev = all_types_device(all_types, server.port, gateways, clock)
     with pytest.raises(OutOfBounds) as info:
         await dev.write("dim_pct", 100.1)
     assert (info.value.point, info.value.value, info.value.lo, info.value.hi) == (
@@ -402,9 +397,7 @@ async def test_write_mismatch_is_detected(
         return None
 
     server = await modbus_server(all_types_unit(action=ignore_writes))
-    dev = ModbusDevice(
-        modbus_device(all_types, server.port), all_types, gateway(gateways, server.port, clock)
-    )
+    dev = all_types_device(all_types, server.port, gateways, clock)
     with pytest.raises(WriteMismatch) as info:
         await dev.write("dim_pct", 50)
     assert info.value.point == "dim_pct"
