@@ -3,15 +3,20 @@
 Rule: a site either loads completely or not at all. Every field is checked by pydantic, every
 cross-reference (device -> profile, segment -> device point, zone -> setpoint point) is checked
 after that, and any error is reported as :class:`SiteConfigError` naming file, line and field.
-Nothing here performs I/O except :func:`load_site`, which reads the one file it is given.
+Nothing here performs I/O except :func:`load_site`, which reads the one file it is given: at most
+:data:`MAX_SITE_FILE_BYTES`, UTF-8 only (a bad byte is reported with its line and offset, never
+a traceback). The YAML is parsed once (:mod:`laterne.models.yaml_source`: data, lines and
+duplicate keys from one pass of libyaml's parser), and every check after that is linear in the
+size of the site, so a city of 20,000 luminaires validates in about a second.
 
 Units are in the field names: ``rated_power_w``, ``dim_pct``, ``setpoint_c``, ``flow_veh_h``.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import time
 from itertools import pairwise
@@ -19,19 +24,24 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     Tag,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from .hosts import check_host, check_url
+from .opcua_address import parse_browse_path, parse_node_id
+from .yaml_source import Lines, YamlProblems, read_yaml
+
 __all__ = [
+    "MAX_SITE_FILE_BYTES",
     "Building",
     "ConfigIssue",
     "DataType",
@@ -77,6 +87,9 @@ REGISTER_COUNT: dict[str, int] = {
 
 _ID = r"^[a-z0-9][a-z0-9_\-]*$"
 
+#: largest site file :func:`load_site` reads [bytes]; a site of 20,000 luminaires is about 2 MB
+MAX_SITE_FILE_BYTES = 20_000_000
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -94,25 +107,73 @@ class PointSpec(_Model):
     """
 
     # Modbus location (0-based protocol address)
-    table: Literal["holding", "input", "coil", "discrete"] | None = None
-    address: int | None = Field(default=None, ge=0, le=65535)
+    table: Literal["holding", "input", "coil", "discrete"] | None = Field(
+        default=None, description="Modbus table the point lives in (Modbus points only)"
+    )
+    address: int | None = Field(
+        default=None, ge=0, le=65535, description="Modbus protocol address, 0-based"
+    )
     bit: int | None = Field(
         default=None, ge=0, le=15, description="bit field: this bit of a u16 register (0 = LSB)"
     )
     # OPC-UA location: a NodeId, or a browse path from the Objects folder ("2:Plant/2:Temp")
-    node: str | None = None
-    browse_path: str | None = None
-    type: DataType = "u16"
-    word_order: Literal["big", "little"] = "big"
-    byte_order: Literal["big", "little"] = "big"
-    scale: float = 1.0
-    offset: float = 0.0
-    unit: str = ""
-    kind: Literal["measurement", "counter", "setpoint"] = "measurement"
-    writable: bool = False
-    min: float | None = None
-    max: float | None = None
-    failsafe: float | None = None
+    node: str | None = Field(
+        default=None,
+        description="OPC-UA NodeId: `[ns=<index>;|nsu=<uri>;]<i|s|g|b>=<id>`, "
+        "e.g. `ns=2;s=Room1.Temperature`",
+    )
+    browse_path: str | None = Field(
+        default=None,
+        description="OPC-UA browse path from the Objects folder, instead of `node`: steps "
+        "`<namespace index>:<browse name>` joined by `/`, e.g. `2:School/2:Temperature`",
+    )
+    type: DataType = Field(default="u16", description="data type on the wire")
+    word_order: Literal["big", "little"] = Field(
+        default="big", description="order of the 16-bit registers of a 32/64-bit Modbus value"
+    )
+    byte_order: Literal["big", "little"] = Field(
+        default="big", description="order of the two bytes within each Modbus register"
+    )
+    scale: float = Field(
+        default=1.0, description="`value = raw × scale + offset`, in `unit`; not 0"
+    )
+    offset: float = Field(default=0.0, description="added after scaling, in `unit`")
+    unit: str = Field(default="", description="unit of the scaled value (free text, e.g. `W`)")
+    kind: Literal["measurement", "counter", "setpoint"] = Field(
+        default="measurement",
+        description="`counter`: cumulative (rates are taken modulo its wrap); `setpoint`: a "
+        "commanded value",
+    )
+    writable: bool = Field(default=False, description="Laterne may write this point")
+    min: float | None = Field(
+        default=None,
+        description="lowest physical value, in `unit`; for a writable point the lowest command "
+        "(required there); a reading below it is faulty",
+    )
+    max: float | None = Field(
+        default=None,
+        description="highest physical value, in `unit`; for a writable point the highest "
+        "command (required there); a reading above it is faulty",
+    )
+    failsafe: float | None = Field(
+        default=None,
+        description="value, in `unit`, a writable point is driven to when its data is lost; "
+        "within [min, max]",
+    )
+
+    @field_validator("node")
+    @classmethod
+    def _node_id(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_node_id(v)  # AddressError (a ValueError) names what is wrong
+        return v
+
+    @field_validator("browse_path")
+    @classmethod
+    def _browse_path(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_browse_path(v)
+        return v
 
     @field_validator("scale")
     @classmethod
@@ -123,6 +184,8 @@ class PointSpec(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> PointSpec:
+        if self.node is not None and self.browse_path is not None:
+            raise ValueError("give either node or browse_path, not both")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is above max ({self.max})")
         if self.writable and (self.min is None or self.max is None):
@@ -155,13 +218,32 @@ class PointSpec(_Model):
 class DeviceProfile(_Model):
     """A device model, declared once and referenced by devices: protocol plus point map."""
 
-    protocol: Literal["modbus", "opcua"]
-    description: str = ""
-    points: dict[str, PointSpec] = Field(min_length=1)
+    protocol: Literal["modbus", "opcua"] = Field(description="how the device is reached")
+    description: str = Field(default="", description="free text")
+    points: dict[str, PointSpec] = Field(
+        min_length=1, description="the device's data points by name (see below)"
+    )
     # Modbus read planning: merge reads across gaps up to this many registers, never read more
     # than this many registers in one request (the protocol allows 125)
-    max_gap_registers: int = Field(default=8, ge=0, le=124)
-    max_read_registers: int = Field(default=125, ge=1, le=125)
+    max_gap_registers: int = Field(
+        default=8,
+        ge=0,
+        le=124,
+        description="Modbus: read through gaps of up to this many unused registers to merge "
+        "reads into one request [registers]",
+    )
+    max_read_registers: int = Field(
+        default=125,
+        ge=1,
+        le=125,
+        description="Modbus: most registers read by one request [registers]",
+    )
+    write_function: Literal["single", "multiple"] = Field(
+        default="multiple",
+        description="Modbus: function code of register writes: `multiple` (16, Write Multiple "
+        "Registers) or `single` (06, Write Single Register, for controllers that accept only "
+        "that; then no writable point may span more than one register); coils use 05 either way",
+    )
 
     @model_validator(mode="after")
     def _locations(self) -> DeviceProfile:
@@ -170,12 +252,28 @@ class DeviceProfile(_Model):
                 raise ValueError(f"point {name!r}: a modbus point needs table and address")
             if self.protocol == "modbus" and p.node is not None:
                 raise ValueError(f"point {name!r}: a modbus point has no node")
-            if self.protocol == "opcua" and (p.node is None) == (p.browse_path is None):
-                raise ValueError(f"point {name!r}: an opcua point needs node or browse_path")
+            if self.protocol == "opcua" and p.node is None and p.browse_path is None:
+                raise ValueError(
+                    f"point {name!r}: an opcua point needs node or browse_path (neither is given)"
+                )
             if self.protocol == "modbus" and p.browse_path is not None:
                 raise ValueError(f"point {name!r}: a modbus point has no browse_path")
             if self.protocol == "opcua" and (p.table is not None or p.address is not None):
                 raise ValueError(f"point {name!r}: an opcua point has no table/address")
+            if (
+                self.protocol == "modbus"
+                and self.write_function == "single"
+                and p.writable
+                and p.table == "holding"
+                and p.register_count > 1
+            ):
+                raise ValueError(
+                    f"point {name!r} ({p.type}) spans {p.register_count} registers, but "
+                    "write_function single (function code 06) writes one register; use "
+                    "write_function: multiple, or a 16-bit type"
+                )
+        if self.protocol == "opcua" and "write_function" in self.model_fields_set:
+            raise ValueError("write_function is for modbus profiles only")
         if self.protocol == "modbus":
             _check_overlaps(self.points)
         return self
@@ -199,28 +297,63 @@ def _check_overlaps(points: dict[str, PointSpec]) -> None:
 
 
 class ModbusEndpoint(_Model):
-    host: str
-    port: int = Field(default=502, ge=1, le=65535)
-    unit_id: int = Field(default=1, ge=0, le=255)
+    """A Modbus TCP unit: ``host:port`` (shared by every unit behind one gateway) and unit id."""
+
+    host: str = Field(
+        description="IPv4/IPv6 address or DNS host name, without the port (that is `port`)"
+    )
+    port: int = Field(default=502, ge=1, le=65535, description="TCP port")
+    unit_id: int = Field(
+        default=1, ge=0, le=255, description="Modbus unit id (slave id behind a gateway)"
+    )
     max_in_flight: int = Field(
         default=1, ge=1, le=16, description="requests in flight on this host:port (gateways: 1)"
     )
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        return check_host(v)
 
 
 class OpcUaEndpoint(_Model):
     """An OPC-UA server. Certificate paths are relative to the site file; credentials are
     never in the YAML: ``username_env``/``password_env`` name environment variables."""
 
-    url: Annotated[str, Field(pattern=r"^opc\.tcp://")]
-    security: Literal["none", "sign", "sign_and_encrypt"] = "none"
-    security_policy: Literal["Basic256Sha256"] = "Basic256Sha256"
-    certificate: str | None = None  # our client certificate (PEM or DER)
-    private_key: str | None = None  # its private key (PEM)
-    server_certificate: str | None = None  # the server's certificate, to trust it
-    username_env: str | None = None
-    password_env: str | None = None
+    url: str = Field(description="`opc.tcp://HOST:PORT/path`")
+    security: Literal["none", "sign", "sign_and_encrypt"] = Field(
+        default="none", description="message security mode"
+    )
+    security_policy: Literal["Basic256Sha256"] = Field(
+        default="Basic256Sha256", description="security policy when `security` is not `none`"
+    )
+    certificate: str | None = Field(
+        default=None, description="our client certificate (PEM or DER), relative to the site file"
+    )
+    private_key: str | None = Field(
+        default=None, description="its private key (PEM), relative to the site file"
+    )
+    server_certificate: str | None = Field(
+        default=None, description="the server's certificate, to trust it; relative to the site file"
+    )
+    username_env: str | None = Field(
+        default=None, description="environment variable holding the user name"
+    )
+    password_env: str | None = Field(
+        default=None, description="environment variable holding the password"
+    )
     subscribe: bool = Field(default=True, description="data-change subscriptions, else polling")
-    publishing_interval_ms: float = Field(default=1000.0, gt=0)
+    publishing_interval_ms: float = Field(
+        default=1000.0,
+        gt=0,
+        description="subscription publishing interval; at most half the device's staleness "
+        "limit [ms]",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return check_url(v, schemes=("opc.tcp",), require_port=True)
 
     @model_validator(mode="after")
     def _security(self) -> OpcUaEndpoint:
@@ -257,11 +390,17 @@ Endpoint = Annotated[
 
 
 class Device(_Model):
-    id: Annotated[str, Field(pattern=_ID)]
-    profile: str
-    endpoint: Endpoint
-    poll_interval_s: float = Field(default=10.0, gt=0)
-    timeout_s: float = Field(default=2.0, gt=0)
+    """One field device: which profile it is and where it is reached."""
+
+    id: Annotated[str, Field(pattern=_ID, description="unique id: lower case, digits, `_`, `-`")]
+    profile: str = Field(description="name of its entry in `profiles`")
+    endpoint: Endpoint = Field(
+        description="Modbus TCP (`host`, …) or OPC-UA (`url`, …), see the two tables below"
+    )
+    poll_interval_s: float = Field(default=10.0, gt=0, description="time between two polls [s]")
+    timeout_s: float = Field(
+        default=2.0, gt=0, description="connect and answer timeout of each request [s]"
+    )
     stale_after_polls: int = Field(
         default=3, ge=1, description="a value older than this many poll intervals is stale"
     )
@@ -274,8 +413,8 @@ class Device(_Model):
 class PointRef(_Model):
     """A reference to one point of one device, written ``device.point`` in YAML."""
 
-    device: str
-    point: str
+    device: str = Field(description="device id")
+    point: str = Field(description="point name in the device's profile")
 
     @model_validator(mode="before")
     @classmethod
@@ -297,25 +436,46 @@ class PointRef(_Model):
 class LightingBand(_Model):
     """From ``min_flow_veh_h`` upward, the segment needs ``lighting_class`` at ``dim_pct``."""
 
-    min_flow_veh_h: float = Field(ge=0)
-    lighting_class: str
-    dim_pct: float = Field(ge=0, le=100)
+    min_flow_veh_h: float = Field(
+        ge=0, description="lowest traffic flow of the band; the first band starts at 0 [veh/h]"
+    )
+    lighting_class: str = Field(description="lighting class, e.g. EN 13201 `M4` or `P3`")
+    dim_pct: float = Field(ge=0, le=100, description="dim level the class needs [%]")
 
 
 class Segment(_Model):
-    id: Annotated[str, Field(pattern=_ID)]
-    name: str = ""
-    road_type: RoadType
-    luminaires: int = Field(gt=0, le=100_000)
+    """A street segment: luminaires dimmed together by one controller."""
+
+    id: Annotated[str, Field(pattern=_ID, description="unique id: lower case, digits, `_`, `-`")]
+    name: str = Field(default="", description="street name, free text")
+    road_type: RoadType = Field(description="kind of road")
+    luminaires: int = Field(gt=0, le=100_000, description="number of luminaires")
     rated_power_w: float = Field(gt=0, le=2000, description="rated power of one luminaire [W]")
     controller: PointRef = Field(description="writable dim level of the segment controller")
     power: PointRef | None = Field(default=None, description="measured power of the segment")
+    failed_lamps: PointRef | None = Field(
+        default=None, description="count of failed lamps the segment controller reports"
+    )
     energy: PointRef | None = Field(default=None, description="energy counter of the segment")
     counters: list[PointRef] = Field(default_factory=list, description="vehicle count channels")
-    bands: list[LightingBand] = Field(min_length=1)
-    min_dim_pct: float = Field(default=0.0, ge=0, le=100)
-    max_dim_pct: float = Field(default=100.0, ge=0, le=100)
-    failsafe_dim_pct: float = Field(default=100.0, ge=0, le=100)
+    bands: list[LightingBand] = Field(
+        min_length=1, description="traffic bands, by strictly increasing `min_flow_veh_h`"
+    )
+    min_dim_pct: float = Field(
+        default=0.0,
+        ge=0,
+        le=100,
+        description="lowest dim level the segment may get; 0 allows off [%]",
+    )
+    max_dim_pct: float = Field(
+        default=100.0, ge=0, le=100, description="highest dim level the segment may get [%]"
+    )
+    failsafe_dim_pct: float = Field(
+        default=100.0,
+        ge=0,
+        le=100,
+        description="dim level on missing or stale traffic data; within [min, max] [%]",
+    )
 
     @model_validator(mode="after")
     def _bands(self) -> Segment:
@@ -340,9 +500,9 @@ _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
 class OccupancyPeriod(_Model):
     """Local-time occupancy on the given weekdays, ``start`` inclusive to ``end`` exclusive."""
 
-    days: list[Weekday] = Field(min_length=1)
-    start: str
-    end: str
+    days: list[Weekday] = Field(min_length=1, description="weekdays, `mon` … `sun`")
+    start: str = Field(description='local time `"HH:MM"` (quoted), inclusive')
+    end: str = Field(description='local time `"HH:MM"` (quoted, `"24:00"` allowed), exclusive')
 
     @field_validator("start", "end", mode="before")
     @classmethod
@@ -383,19 +543,34 @@ class OccupancyPeriod(_Model):
 
 
 class Zone(_Model):
-    id: Annotated[str, Field(pattern=_ID)]
-    name: str = ""
-    area_m2: float = Field(default=100.0, gt=0)
-    temperature: PointRef
-    setpoint: PointRef
-    occupied_setpoint_c: float = Field(default=21.0, ge=5, le=30)
-    setback_setpoint_c: float = Field(default=16.0, ge=5, le=30)
-    default_setpoint_c: float = Field(
-        default=19.0, ge=5, le=30, description="fail-safe setpoint on missing or stale data"
+    """A heating zone of a building: its temperature, its setpoint and when it is occupied."""
+
+    id: Annotated[
+        str,
+        Field(pattern=_ID, description="id, unique in its building: lower case, digits, `_`, `-`"),
+    ]
+    name: str = Field(default="", description="free text")
+    area_m2: float = Field(default=100.0, gt=0, description="heated floor area [m²]")
+    temperature: PointRef = Field(description="measured zone temperature")
+    setpoint: PointRef = Field(description="writable heating setpoint")
+    occupied_setpoint_c: float = Field(
+        default=21.0, ge=5, le=30, description="setpoint while occupied [°C]"
     )
-    min_setpoint_c: float = Field(default=12.0, ge=5, le=30)
-    max_setpoint_c: float = Field(default=24.0, ge=5, le=30)
-    occupancy: list[OccupancyPeriod] = Field(default_factory=list)
+    setback_setpoint_c: float = Field(
+        default=16.0, ge=5, le=30, description="night/weekend setback setpoint [°C]"
+    )
+    default_setpoint_c: float = Field(
+        default=19.0, ge=5, le=30, description="fail-safe setpoint on missing or stale data [°C]"
+    )
+    min_setpoint_c: float = Field(
+        default=12.0, ge=5, le=30, description="lowest setpoint ever commanded [°C]"
+    )
+    max_setpoint_c: float = Field(
+        default=24.0, ge=5, le=30, description="highest setpoint ever commanded [°C]"
+    )
+    occupancy: list[OccupancyPeriod] = Field(
+        default_factory=list, description="weekly occupancy periods (local time); none: never"
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> Zone:
@@ -410,22 +585,30 @@ class Zone(_Model):
 
 
 class Building(_Model):
-    id: Annotated[str, Field(pattern=_ID)]
-    name: str = ""
-    heating_power: PointRef | None = None
-    heating_energy: PointRef | None = None
-    outdoor_temperature: PointRef | None = None
-    zones: list[Zone] = Field(min_length=1)
+    """A public building with heating zones and, optionally, its heating meter."""
+
+    id: Annotated[str, Field(pattern=_ID, description="unique id: lower case, digits, `_`, `-`")]
+    name: str = Field(default="", description="free text")
+    heating_power: PointRef | None = Field(default=None, description="measured heating power")
+    heating_energy: PointRef | None = Field(
+        default=None, description="heating energy counter (a point of kind counter)"
+    )
+    outdoor_temperature: PointRef | None = Field(
+        default=None, description="outdoor temperature at the building"
+    )
+    zones: list[Zone] = Field(min_length=1, description="heating zones (see below)")
 
 
 # ----------------------------------------------------------------------------------- site
 
 
 class SiteInfo(_Model):
-    name: str
+    """The site itself: its name, local time zone and position (for the sun)."""
+
+    name: str = Field(description="free text")
     timezone: str = Field(description="IANA zone, e.g. Europe/Berlin; required, never guessed")
-    latitude: float = Field(ge=-90, le=90)
-    longitude: float = Field(ge=-180, le=180)
+    latitude: float = Field(ge=-90, le=90, description="north positive [°]")
+    longitude: float = Field(ge=-180, le=180, description="east positive [°]")
 
     @field_validator("timezone")
     @classmethod
@@ -438,13 +621,21 @@ class SiteInfo(_Model):
 
 
 class Tariff(_Model):
-    energy_price_eur_per_kwh: float = Field(default=0.30, ge=0)
-    co2_kg_per_kwh: float = Field(default=0.380, ge=0)
+    """Energy price and emission factor, for costs and savings."""
+
+    energy_price_eur_per_kwh: float = Field(
+        default=0.30, ge=0, description="price of electricity and heat [EUR/kWh]"
+    )
+    co2_kg_per_kwh: float = Field(default=0.380, ge=0, description="emission factor [kg CO₂/kWh]")
 
 
 class PolicyParams(_Model):
+    """Parameters of the control policy and its safety filter."""
+
     cycle_s: float = Field(default=10.0, gt=0, description="control cycle [s]")
-    stale_after_s: float = Field(default=60.0, gt=0, description="data older than this is stale")
+    stale_after_s: float = Field(
+        default=60.0, gt=0, description="data older than this is stale [s]"
+    )
     daylight_elevation_deg: float = Field(
         default=-2.0, ge=-18, le=10, description="lights off while the sun is above this [°]"
     )
@@ -473,40 +664,74 @@ class InfluxConfig(_Model):
     """An InfluxDB (v2 write API) server that receives a copy of the history. The token is read
     from the environment variable ``token_env``, never from the YAML."""
 
-    url: Annotated[str, Field(pattern=r"^https?://")]
-    org: str = "laterne"
-    bucket: str = "laterne"
-    token_env: str | None = None
-    batch_size: int = Field(default=5000, ge=1)
-    flush_interval_s: float = Field(default=5.0, gt=0)
-    outbox_path: str = "var/influx-outbox.sqlite"
+    url: str = Field(description="`http://HOST[:PORT]` or `https://…` of the server")
+    org: str = Field(default="laterne", description="InfluxDB organisation")
+    bucket: str = Field(default="laterne", description="InfluxDB bucket")
+    token_env: str | None = Field(
+        default=None, description="environment variable holding the API token"
+    )
+    batch_size: int = Field(default=5000, ge=1, description="most lines per write request [lines]")
+    flush_interval_s: float = Field(
+        default=5.0, gt=0, description="longest time a line waits in the outbox [s]"
+    )
+    outbox_path: str = Field(
+        default="var/influx-outbox.sqlite",
+        description="durable outbox (SQLite), relative to the working directory",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return check_url(v, schemes=("http", "https"), require_port=False)
 
 
 class HistoryConfig(_Model):
-    path: str = "var/laterne.sqlite"
-    raw_retention_days: float = Field(
-        default=30, gt=0, description="raw readings older than this are folded into aggregates"
+    """Where readings, commands and quality changes are recorded, and for how long."""
+
+    path: str = Field(
+        default="var/laterne.sqlite",
+        description="SQLite history file, relative to the working directory",
     )
-    aggregate_minutes: int = Field(default=15, ge=1, le=1440)
-    aggregate_retention_days: float = Field(default=3650, gt=0)
-    influxdb: InfluxConfig | None = None
+    raw_retention_days: float = Field(
+        default=30,
+        gt=0,
+        description="raw readings older than this are folded into aggregates [days]",
+    )
+    aggregate_minutes: int = Field(
+        default=15, ge=1, le=1440, description="length of one aggregate bucket [min]"
+    )
+    aggregate_retention_days: float = Field(
+        default=3650, gt=0, description="aggregates older than this are deleted [days]"
+    )
+    influxdb: InfluxConfig | None = Field(
+        default=None, description="optional InfluxDB mirror (see below)"
+    )
 
 
 class SiteConfig(_Model):
-    site: SiteInfo
-    profiles: dict[str, DeviceProfile]
-    devices: list[Device] = Field(min_length=1)
-    segments: list[Segment] = Field(default_factory=list)
-    buildings: list[Building] = Field(default_factory=list)
-    tariff: Tariff = Field(default_factory=Tariff)
-    policy: PolicyParams = Field(default_factory=PolicyParams)
-    history: HistoryConfig = Field(default_factory=HistoryConfig)
+    """One site file."""
+
+    site: SiteInfo = Field(description="name, time zone, position")
+    profiles: dict[str, DeviceProfile] = Field(description="device models by name")
+    devices: list[Device] = Field(min_length=1, description="field devices")
+    segments: list[Segment] = Field(default_factory=list, description="street segments")
+    buildings: list[Building] = Field(default_factory=list, description="heated buildings")
+    tariff: Tariff = Field(default_factory=Tariff, description="prices and emissions")
+    policy: PolicyParams = Field(default_factory=PolicyParams, description="control parameters")
+    history: HistoryConfig = Field(default_factory=HistoryConfig, description="recording")
+
+    # (the devices list it was built from, device id -> position in it), built on first use
+    _device_index: tuple[list[Device], dict[str, int]] | None = PrivateAttr(default=None)
 
     def device(self, device_id: str) -> Device:
-        for d in self.devices:
-            if d.id == device_id:
-                return d
-        raise KeyError(device_id)
+        """The device with this id (``KeyError`` if there is none), in constant time."""
+        cached = self._device_index
+        if cached is None or cached[0] is not self.devices:  # first use, or a changed copy
+            index: dict[str, int] = {}
+            for i, d in enumerate(self.devices):
+                index.setdefault(d.id, i)
+            cached = self._device_index = (self.devices, index)
+        return self.devices[cached[1][device_id]]
 
     def profile_of(self, device_id: str) -> DeviceProfile:
         return self.profiles[self.device(device_id).profile]
@@ -623,6 +848,8 @@ def _cross_check(cfg: SiteConfig) -> Iterator[ConfigIssue]:
         yield from command(("segments", i, "controller"), s.controller, f"segment {s.id!r}")
         if s.power is not None:
             yield from ref(("segments", i, "power"), s.power, want="any")
+        if s.failed_lamps is not None:
+            yield from ref(("segments", i, "failed_lamps"), s.failed_lamps, want="any")
         if s.energy is not None:
             yield from ref(("segments", i, "energy"), s.energy, want="counter")
         channels: set[tuple[str, str]] = set()
@@ -684,45 +911,18 @@ def _check_band_levels(i: int, s: Segment) -> Iterator[ConfigIssue]:
             )
 
 
-# ------------------------------------------------------------------------------ YAML lines
+# ------------------------------------------------------------------------------ parsing
+
+#: where each YAML path is: a :class:`Lines` tree from the parse, or a plain mapping of paths
+LineLookup = Lines | Mapping[tuple[Any, ...], int]
 
 
-def _duplicate_keys(node: yaml.Node, path: tuple[str | int, ...]) -> Iterator[ConfigIssue]:
-    """Keys given twice in one mapping (PyYAML would silently keep the last one)."""
-    if isinstance(node, yaml.MappingNode):
-        seen: set[tuple[str, str]] = set()
-        for k, v in node.value:
-            if isinstance(k, yaml.ScalarNode) and k.tag != "tag:yaml.org,2002:merge":
-                key = (k.tag, k.value)
-                if key in seen:
-                    yield ConfigIssue(
-                        (*path, k.value), f"duplicate key {k.value!r}", k.start_mark.line + 1
-                    )
-                seen.add(key)
-                yield from _duplicate_keys(v, (*path, k.value))
-            else:
-                yield from _duplicate_keys(v, path)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, v in enumerate(node.value):
-            yield from _duplicate_keys(v, (*path, i))
-
-
-def _line_map(
-    node: yaml.Node, path: tuple[str | int, ...], out: dict[tuple[Any, ...], int]
-) -> None:
-    out[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            key = k.value
-            out[(*path, key)] = k.start_mark.line + 1
-            _line_map(v, (*path, key), out)
-            out[(*path, key)] = k.start_mark.line + 1  # the key's line names the field best
-    elif isinstance(node, yaml.SequenceNode):
-        for i, v in enumerate(node.value):
-            _line_map(v, (*path, i), out)
-
-
-def _line_for(path: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int | None:
+def _line_for(path: tuple[Any, ...], lines: LineLookup | None) -> int | None:
+    """The line of ``path`` or of its longest prefix that has one."""
+    if lines is None:
+        return None
+    if isinstance(lines, Lines):
+        return lines.line_of(path)
     for n in range(len(path), -1, -1):
         if path[:n] in lines:
             return lines[path[:n]]
@@ -735,49 +935,44 @@ def parse_site(text: str, file: str = "<string>", base_dir: Path | None = None) 
     Raises
     ------
     SiteConfigError
-        on YAML syntax errors, schema errors and broken cross-references, each with its line.
+        on characters YAML does not allow, YAML syntax errors, duplicate keys, schema errors and
+        broken cross-references, each with its line.
     """
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line = mark.line + 1 if mark is not None else None
-        raise SiteConfigError(file, [ConfigIssue((), f"YAML syntax: {exc.problem}", line)]) from exc
-    if not isinstance(data, dict) or root is None:
+        data, lines = read_yaml(text)
+    except YamlProblems as exc:
+        raise SiteConfigError(
+            file, [ConfigIssue(p.path, p.message, p.line) for p in exc.problems]
+        ) from None
+    if not isinstance(data, dict):
         raise SiteConfigError(file, [ConfigIssue((), "expected a mapping at the top level", 1)])
-    duplicates = list(_duplicate_keys(root, ()))
-    if duplicates:
-        raise SiteConfigError(file, duplicates)
-    lines: dict[tuple[Any, ...], int] = {}
-    _line_map(root, (), lines)
     return validate_site(data, file, lines, base_dir)
 
 
 def validate_site(
     data: dict[str, Any],
     file: str = "<generated>",
-    lines: dict[tuple[Any, ...], int] | None = None,
+    lines: LineLookup | None = None,
     base_dir: Path | None = None,
 ) -> SiteConfig:
     """Validate a site given as plain data (schema, then cross-references, then files).
 
-    ``lines`` maps YAML paths to line numbers when the data came from a file; certificate paths
-    are resolved against ``base_dir`` (the site file's folder) and must exist.
+    ``lines`` gives the line of each YAML path when the data came from a file (a :class:`Lines`
+    from the parse, or a mapping of paths to lines); certificate paths are resolved against
+    ``base_dir`` (the site file's folder) and must exist.
     """
-    where = lines or {}
     try:
         cfg = SiteConfig.model_validate(data)
     except ValidationError as exc:
         issues = []
-        for err in exc.errors():
+        for err in exc.errors(include_url=False, include_context=False, include_input=False):
             loc = _strip_union_tags(err["loc"])
             msg = err["msg"].removeprefix("Value error, ")
-            issues.append(ConfigIssue(loc, msg, _line_for(loc, where)))
+            issues.append(ConfigIssue(loc, msg, _line_for(loc, lines)))
         raise SiteConfigError(file, issues) from None
-    problems = [ConfigIssue(i.path, i.message, _line_for(i.path, where)) for i in _cross_check(cfg)]
+    problems = [ConfigIssue(i.path, i.message, _line_for(i.path, lines)) for i in _cross_check(cfg)]
     cfg, missing = _resolve_files(cfg, base_dir or Path.cwd())
-    problems += [ConfigIssue(i.path, i.message, _line_for(i.path, where)) for i in missing]
+    problems += [ConfigIssue(i.path, i.message, _line_for(i.path, lines)) for i in missing]
     if problems:
         raise SiteConfigError(file, problems)
     return cfg
@@ -817,12 +1012,53 @@ def _strip_union_tags(loc: tuple[int | str, ...]) -> tuple[str | int, ...]:
 
 
 def load_site(path: str | Path) -> SiteConfig:
-    """Read and validate one site file. Raises :class:`SiteConfigError` with file and line."""
+    """Read and validate one site file. Raises :class:`SiteConfigError` with file and line.
+
+    The file must be UTF-8 text of at most :data:`MAX_SITE_FILE_BYTES`; a larger file is
+    refused before it is read, a byte that is not UTF-8 (a Latin-1 ``ß`` is 0xDF) or a NUL byte
+    (a binary file) is reported with its line and byte offset.
+    """
     p = Path(path)
+    name = str(p)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_SITE_FILE_BYTES:
+                raise SiteConfigError(name, [_too_large(size)])
+            raw = f.read(MAX_SITE_FILE_BYTES + 1)  # a pipe or device may not know its size
     except OSError as exc:
         raise SiteConfigError(
-            str(p), [ConfigIssue((), f"cannot read file: {exc.strerror}")]
+            name, [ConfigIssue((), f"cannot read file: {exc.strerror or exc}")]
         ) from exc
-    return parse_site(text, str(p), p.parent)
+    if len(raw) > MAX_SITE_FILE_BYTES:
+        raise SiteConfigError(name, [_too_large(None)])
+    return parse_site(_decode(raw, name), name, p.parent)
+
+
+def _too_large(size: int | None) -> ConfigIssue:
+    limit = f"{MAX_SITE_FILE_BYTES / 1e6:g} MB"
+    what = f"the file is {size / 1e6:.1f} MB" if size is not None else "the file is larger"
+    return ConfigIssue((), f"{what}; a site file may be at most {limit} (MAX_SITE_FILE_BYTES)")
+
+
+def _decode(raw: bytes, file: str) -> str:
+    """``raw`` as text, or :class:`SiteConfigError` at the first NUL byte (a binary file, or
+    UTF-16) or the first byte that is not UTF-8."""
+    nul = raw.find(b"\0")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad = exc.start
+        if nul == -1 or nul > bad:
+            line = raw.count(b"\n", 0, bad) + 1
+            message = f"byte 0x{raw[bad]:02x} at offset {bad} is not UTF-8; save the file as UTF-8"
+            raise SiteConfigError(file, [ConfigIssue((), message, line)]) from None
+    else:
+        if nul == -1:
+            return text
+    line = raw.count(b"\n", 0, nul) + 1
+    message = (
+        f"byte 0x00 (NUL) at offset {nul}: a site file is UTF-8 text, and this looks like a "
+        "binary file (or UTF-16); save the file as UTF-8"
+    )
+    raise SiteConfigError(file, [ConfigIssue((), message, line)])

@@ -14,7 +14,7 @@ import numpy as np
 
 from laterne.models.site import SiteConfig, validate_site
 
-__all__ = ["generate_district"]
+__all__ = ["district_data", "generate_district"]
 
 _ROADS: tuple[tuple[str, float, list[dict[str, Any]]], ...] = (
     (
@@ -134,7 +134,36 @@ def generate_district(
     opcua_port: int = 24840,
     seed: int = 0,
 ) -> SiteConfig:
-    """A district of ``n_segments`` segment controllers sharing ``luminaires_total`` luminaires."""
+    """A validated district; the parameters are those of :func:`district_data`."""
+    data = district_data(
+        n_segments=n_segments,
+        luminaires_total=luminaires_total,
+        n_counters=n_counters,
+        n_buildings=n_buildings,
+        zones_per_building=zones_per_building,
+        units_per_gateway=units_per_gateway,
+        base_port=base_port,
+        opcua_port=opcua_port,
+        seed=seed,
+    )
+    return validate_site(data, "<generated district>")
+
+
+def district_data(
+    *,
+    n_segments: int = 200,
+    luminaires_total: int = 2000,
+    n_counters: int = 50,
+    n_buildings: int = 20,
+    zones_per_building: int = 2,
+    units_per_gateway: int = 20,
+    base_port: int = 25000,
+    opcua_port: int = 24840,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The plain data (as YAML would give it) of a district of ``n_segments`` segment
+    controllers sharing ``luminaires_total`` luminaires, ``n_counters`` two-lane traffic
+    counters and ``n_buildings`` buildings of ``zones_per_building`` zones each."""
     if n_segments < 1 or n_counters < 1:
         raise ValueError("a district needs at least one segment and one counter")
     rng = np.random.default_rng(seed)
@@ -232,4 +261,4 @@ def generate_district(
         "segments": segments,
         "buildings": buildings,
     }
-    return validate_site(data, "<generated district>")
+    return data

@@ -1,0 +1,83 @@
+"""Benchmark: validating a city-sized site file. Prints JSON.
+
+Generates a Hagen-sized district (by default 20,000 luminaires in 2,000 segments, 500 counters,
+500 buildings of 2 zones) with :func:`laterne.simulations.generate.district_data`, writes it as
+YAML to a temporary file and times :func:`laterne.models.site.load_site` on it (read, parse,
+schema, cross-references): the median of ``--runs`` runs after one warm-up.
+
+Usage: python bench/validate_site.py [--segments 2000] [--luminaires 20000] [--counters 500]
+                                     [--buildings 500] [--zones 2] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from laterne.models.site import load_site
+from laterne.simulations.generate import district_data
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--segments", type=int, default=2000)
+    ap.add_argument("--luminaires", type=int, default=20_000)
+    ap.add_argument("--counters", type=int, default=500)
+    ap.add_argument("--buildings", type=int, default=500)
+    ap.add_argument("--zones", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args()
+
+    data = district_data(
+        n_segments=args.segments,
+        luminaires_total=args.luminaires,
+        n_counters=args.counters,
+        n_buildings=args.buildings,
+        zones_per_building=args.zones,
+    )
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    with tempfile.TemporaryDirectory(prefix="laterne-bench-") as tmp:
+        path = Path(tmp) / "district.yaml"
+        path.write_text(
+            yaml.dump(data, Dumper=dumper, sort_keys=False, allow_unicode=True), encoding="utf-8"
+        )
+        size_mb = path.stat().st_size / 1e6
+        site = load_site(path)  # warm-up, and the counts below
+        times_s = []
+        for _ in range(args.runs):
+            t0 = time.perf_counter()
+            load_site(path)
+            times_s.append(time.perf_counter() - t0)
+
+    print(
+        json.dumps(
+            {
+                "benchmark": "validate_site",
+                "python": platform.python_version(),
+                "libyaml": bool(getattr(yaml, "__with_libyaml__", False)),
+                "file_mb": round(size_mb, 2),
+                "segments": len(site.segments),
+                "luminaires": sum(s.luminaires for s in site.segments),
+                "buildings": len(site.buildings),
+                "zones": sum(len(b.zones) for b in site.buildings),
+                "devices": len(site.devices),
+                "profiles": len(site.profiles),
+                "runs": args.runs,
+                "load_site_median_s": round(statistics.median(times_s), 3),
+                "load_site_min_s": round(min(times_s), 3),
+                "load_site_max_s": round(max(times_s), 3),
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
