@@ -40,7 +40,9 @@ read plan of :func:`~laterne.drivers.codec.plan_reads`, sized by the profile
 answer (a dead RTU slave behind a live gateway) gets its own backoff: until it is due again its
 reads fail at once with ``DeviceOffline``, so it does not cost its neighbours ``timeout_s`` on
 the shared connection every poll (OpenEMS #6, Home Assistant #51326). Writes are checked against
-the profile before anything is sent, then read back and compared.
+the profile before anything is sent, then read back and compared. Register writes use function
+code 16 (Write Multiple Registers), or 06 (Write Single Register) for a profile with
+``write_function: single``, for controllers that implement only that; coils use 05.
 """
 
 from __future__ import annotations
@@ -224,6 +226,13 @@ class ModbusGateway:
                 f"{ctx}: asked for {count} {table} values at {address}, got {len(values)}"
             )
         return values[:count]
+
+    async def write_register(self, unit_id: int, address: int, value: int) -> None:
+        """Write one holding register (function code 06, Write Single Register)."""
+        await self._request(
+            self._context(unit_id),
+            lambda c: c.write_register(address, value, device_id=unit_id),
+        )
 
     async def write_registers(self, unit_id: int, address: int, values: Sequence[int]) -> None:
         """Write holding registers from ``address`` on (function code 16)."""
@@ -507,6 +516,13 @@ class ModbusDevice:
         self._attach()
         if spec.table == "coil":
             await self._gateway.write_coil(self.unit_id, spec.address, bool(raw[0]))
+        elif self._profile.write_function == "single":
+            if len(raw) != 1:  # the site validator refuses such a profile
+                raise ValueError(
+                    f"{self.device_id}.{point}: write_function single writes one register, "
+                    f"but {spec.type} spans {len(raw)}"
+                )
+            await self._gateway.write_register(self.unit_id, spec.address, raw[0])
         else:
             await self._gateway.write_registers(self.unit_id, spec.address, raw)
         back = await self._gateway.read(self.unit_id, spec.table, spec.address, spec.register_count)
