@@ -34,7 +34,7 @@ from fastapi.openapi.docs import (
     get_swagger_ui_html,
     get_swagger_ui_oauth2_redirect_html,
 )
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
@@ -45,7 +45,10 @@ from laterne.models.snapshot import (
     CommandRecord,
     DeviceStateRecord,
     DeviceView,
+    DriftRecord,
     HistoryStatus,
+    LoopStatus,
+    QueueStatus,
     SegmentView,
     SiteSnapshot,
 )
@@ -63,20 +66,34 @@ DOCS_STATIC_URL = "/static-docs"
 _DOCS_ASSETS_PACKAGE = "fastapi_offline"
 
 
-class Health(BaseModel):
-    """Liveness and progress of the control loop.
+#: the loop is ``stalled`` when no cycle succeeded for this many cycle periods
+STALL_CYCLES = 3
 
-    ``status`` is ``ok`` when every device is good and ``degraded`` otherwise; the answer is
-    200 either way (the controller is alive and serving; ``devices_not_good`` says how many
-    devices are stale, faulty or offline).
+
+class Health(BaseModel):
+    """Liveness and progress of the control loop, the devices and the history.
+
+    ``status``, worst first:
+
+    - ``stalled`` — no control cycle succeeded for ``STALL_CYCLES`` × ``cycle_s``: the answer is
+      **HTTP 503**, so an external monitor alerts;
+    - ``failing`` — the last cycle failed (``consecutive_failures`` > 0, ``last_error`` says why);
+    - ``degraded`` — cycles succeed, but a device is not good or a history store does not take
+      writes (its records wait in memory: ``history``);
+    - ``ok`` — everything is good.
+
+    ``problems`` says each reason in words.
     """
 
     model_config = ConfigDict(frozen=True)
 
-    status: Literal["ok", "degraded"]
+    status: Literal["ok", "degraded", "failing", "stalled"]
+    problems: list[str]
     devices_not_good: int
     cycle: int
     last_cycle_at: datetime | None  # None before the first completed cycle
+    loop: LoopStatus
+    history: list[QueueStatus]
 
 
 class ReadingOut(BaseModel):
@@ -157,16 +174,17 @@ def create_app(view: SiteView) -> FastAPI:
     def index() -> HTMLResponse:
         return HTMLResponse(index_html)
 
-    @app.get("/api/health", response_model=Health, tags=["site"])
-    def health() -> Health:
-        snap = view.snapshot()
-        not_good = sum(1 for d in snap.devices if d.quality != Quality.GOOD)
-        return Health(
-            status="ok" if not_good == 0 else "degraded",
-            devices_not_good=not_good,
-            cycle=snap.cycle,
-            last_cycle_at=snap.ts,
-        )
+    @app.get(
+        "/api/health",
+        response_model=Health,
+        tags=["site"],
+        responses={503: {"model": Health, "description": "the control loop is stalled"}},
+    )
+    def health() -> JSONResponse:
+        """Is the controller controlling? 200 unless the loop is stalled (503)."""
+        found = _health(view)
+        code = 503 if found.status == "stalled" else 200
+        return JSONResponse(found.model_dump(mode="json"), status_code=code)
 
     @app.get("/api/site", response_model=SiteSnapshot, tags=["site"])
     def site() -> SiteSnapshot:
@@ -197,6 +215,21 @@ def create_app(view: SiteView) -> FastAPI:
         """Quality changes of one device (online, stale, faulty, offline), newest first."""
         _by_id("device", device_id, view.snapshot().devices)
         return view.device_state_changes(device_id=device_id, limit=limit)
+
+    @app.get(
+        "/api/devices/{device_id}/drifts",
+        response_model=list[DriftRecord],
+        tags=["devices"],
+    )
+    def device_drifts(
+        device_id: str,
+        limit: Annotated[int, Query(ge=1, le=1000, description="at most this many")] = 100,
+    ) -> list[DriftRecord]:
+        """Times a commanded point of this device was found holding something else than its
+        command (reset, changed by hand, out of range), newest first, and whether the command
+        was re-sent."""
+        _by_id("device", device_id, view.snapshot().devices)
+        return view.drift_events(device_id=device_id, limit=limit)
 
     @app.get("/api/segments", response_model=list[SegmentView], tags=["lighting"])
     def segments() -> list[SegmentView]:
@@ -277,10 +310,18 @@ def create_app(view: SiteView) -> FastAPI:
             AwareDatetime | None, Query(description="exclusive; ISO 8601 with offset")
         ] = None,
         limit: Annotated[int, Query(ge=1, le=READINGS_LIMIT_MAX)] = 1000,
+        order: Annotated[
+            Literal["asc", "desc"],
+            Query(description="asc: oldest first (the default); desc: newest first"),
+        ] = "asc",
     ) -> list[ReadingOut]:
-        """Recorded readings of one point within ``[since, until)``, oldest first."""
+        """Recorded readings of one point within ``[since, until)``, oldest first, or newest
+        first with ``order=desc`` (``limit`` then keeps the newest)."""
         _window(since, until)
         _known_point(device_id, point)
+        found = view.readings(
+            device_id, point, since=since, until=until, limit=limit, newest_first=order == "desc"
+        )
         return [
             ReadingOut(
                 ts=r.ts,
@@ -288,10 +329,55 @@ def create_app(view: SiteView) -> FastAPI:
                 quality=r.quality,
                 error=r.error,
             )
-            for r in view.readings(device_id, point, since=since, until=until, limit=limit)
+            for r in found
         ]
 
     return app
+
+
+def _health(view: SiteView) -> Health:
+    snap = view.snapshot()
+    loop = view.loop_status()
+    queues = view.history_status().queues
+    problems: list[str] = []
+    stalled = loop.since_success_s > STALL_CYCLES * loop.cycle_s
+    if stalled:
+        problems.append(
+            f"no control cycle succeeded for {loop.since_success_s:.0f} s "
+            f"(cycle every {loop.cycle_s:g} s)"
+        )
+    if loop.consecutive_failures:
+        problems.append(f"{loop.consecutive_failures} cycle(s) failed in a row: {loop.last_error}")
+    not_good = [d for d in snap.devices if d.quality != Quality.GOOD]
+    if not_good:
+        names = ", ".join(f"{d.id} ({d.quality.value})" for d in not_good[:_MAX_KNOWN_IDS])
+        problems.append(f"{len(not_good)} device(s) not good: {names}")
+    for q in queues:
+        if not q.writable:
+            problems.append(
+                f"history {q.store} does not take writes ({q.last_error}); "
+                f"{q.queued_readings} readings and {q.queued_records} records wait in memory"
+            )
+        if q.dropped_readings:
+            problems.append(f"history {q.store}: {q.dropped_readings} readings dropped")
+    status: Literal["ok", "degraded", "failing", "stalled"]
+    if stalled:
+        status = "stalled"
+    elif loop.consecutive_failures:
+        status = "failing"
+    elif problems:
+        status = "degraded"
+    else:
+        status = "ok"
+    return Health(
+        status=status,
+        problems=problems,
+        devices_not_good=len(not_good),
+        cycle=snap.cycle,
+        last_cycle_at=snap.ts,
+        loop=loop,
+        history=list(queues),
+    )
 
 
 def _add_offline_docs(app: FastAPI) -> None:

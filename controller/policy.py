@@ -16,7 +16,10 @@ than ``stale_after_s`` starts over. The channels that feed a segment add up to i
 The segment's lighting band is the last band whose ``min_flow_veh_h`` the flow reaches, with
 hysteresis so lights do not flicker at a threshold: going up a band is immediate (more light is
 the safe side); going down happens only once the flow is ``band_hysteresis_pct`` below the
-current band's threshold and the segment has held its band for ``min_band_hold_s``. The band's
+current band's threshold and the segment has held its band for ``min_band_hold_s`` — and never
+while the segment's flow estimate is still warming up (any of its channels covers less than
+``flow_window_s``: after a start without a saved state, or after an outage), so a cold estimate
+cannot step the lights down on the strength of a few minutes of counts. The band's
 ``dim_pct`` is the wish. While the sun is above ``daylight_elevation_deg`` every segment is off
 (0 %). A segment whose flow is unknown or stale gets NaN, which the safety filter turns into the
 segment's fail-safe level; its band starts afresh when the flow is known again.
@@ -145,7 +148,12 @@ class Policy:
         current = np.where(had, state.segment_band, candidate).astype(np.intp)
         held_s = t_s - state.band_since_s
         below = q < lay.band_min_flow_veh_h[rows, current] * (1 - par.band_hysteresis_pct / 100)
-        may_drop = below & (held_s >= par.min_band_hold_s)
+        cold = np.bincount(
+            lay.pair_segment,
+            weights=(flow_span < par.flow_window_s)[lay.pair_channel].astype(float),
+            minlength=seg_n,
+        )
+        may_drop = below & (held_s >= par.min_band_hold_s) & (cold == 0)
         band = np.where(
             candidate > current, candidate, np.where(may_drop, candidate, current)
         ).astype(np.intp)

@@ -31,6 +31,10 @@ def _num(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
+def _count(x: float | None) -> int | None:
+    return None if x is None else round(x)
+
+
 def _value(latest: Mapping[ReadingKey, PointReading], ref: PointRef | None) -> float | None:
     if ref is None:
         return None
@@ -38,6 +42,11 @@ def _value(latest: Mapping[ReadingKey, PointReading], ref: PointRef | None) -> f
     if r is None or r.quality is not Quality.GOOD:
         return None
     return _num(r.value)
+
+
+def _held(latest: Mapping[ReadingKey, PointReading], ref: PointRef) -> float | None:
+    """What a commanded point reads back: its value when good, else None."""
+    return _value(latest, ref)
 
 
 def build_snapshot(
@@ -99,7 +108,9 @@ def build_snapshot(
                 lighting_class=layout.band_class[i][band] if flow is not None else "",
                 dim_pct=float(dim),
                 reason=reason,
+                actual_dim_pct=_held(latest, s.controller),
                 measured_power_w=_value(latest, s.power),
+                failed_lamps=_count(_value(latest, s.failed_lamps)),
                 online=devices[s.controller.device].quality is not Quality.OFFLINE,
             )
         )
@@ -118,6 +129,7 @@ def build_snapshot(
                     id=zone.id,
                     temperature_c=_value(latest, zone.temperature),
                     setpoint_c=sp,
+                    actual_setpoint_c=_held(latest, zone.setpoint),
                     reason=reason,
                     occupied=bool(state.zone_occupied[z]),
                 )
@@ -134,6 +146,7 @@ def build_snapshot(
         )
     return SiteSnapshot(
         site=site.site.name,
+        timezone=site.site.timezone,
         ts=ts,
         cycle=cycle,
         sun_elevation_deg=_num(state.sun_elevation_deg),

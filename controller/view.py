@@ -13,7 +13,9 @@ from laterne.models.snapshot import (
     AggregateRecord,
     CommandRecord,
     DeviceStateRecord,
+    DriftRecord,
     HistoryStatus,
+    LoopStatus,
     SiteSnapshot,
 )
 from laterne.models.values import PointReading
@@ -39,8 +41,17 @@ class SiteView(Protocol):
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int = 1000,
+        newest_first: bool = False,
     ) -> list[PointReading]:
-        """Recorded readings of one point, oldest first, within [since, until)."""
+        """Recorded readings of one point within [since, until), oldest first (or newest)."""
+        ...
+
+    def drift_events(self, device_id: str | None = None, limit: int = 100) -> list[DriftRecord]:
+        """Commanded points found not holding their command, newest first."""
+        ...
+
+    def loop_status(self) -> LoopStatus:
+        """Is the control loop alive: last successful cycle, failures in a row, last error."""
         ...
 
     def device_state_changes(

@@ -6,7 +6,8 @@ same way, and a subclass of :class:`SqliteFile` only names itself (``_WHAT``), i
 
 - **Opening** creates missing parent directories and connects with ``isolation_level=None`` (no
   implicit transactions: :func:`transaction` BEGINs and COMMITs explicitly),
-  ``check_same_thread=False`` and a 10 s busy timeout; then ``auto_vacuum = INCREMENTAL`` (before
+  ``check_same_thread=False`` and the class's busy timeout (``_BUSY_TIMEOUT_S``, 10 s unless a
+  subclass says otherwise); then ``auto_vacuum = INCREMENTAL`` (before
   the first table, so a new file can give freed pages back), WAL mode (refused if SQLite will not
   enable it) and ``synchronous=NORMAL``: a committed transaction survives a crash of the process.
 - **Schema version** is one row in ``schema_version``, checked before any other table is touched.
@@ -92,6 +93,8 @@ class SqliteFile:
     _MIGRATIONS: ClassVar[Mapping[int, str]] = {}
     #: how the message starts when the parent directory cannot be created
     _MKDIR_FAILED: ClassVar[str] = "cannot create directory for"
+    #: how long a statement waits for another process's lock before failing [s]
+    _BUSY_TIMEOUT_S: ClassVar[float] = 10.0
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -104,7 +107,10 @@ class SqliteFile:
         try:
             # isolation_level=None: no implicit transactions; we BEGIN/COMMIT explicitly.
             self._conn = sqlite3.connect(
-                self.path, timeout=10.0, isolation_level=None, check_same_thread=False
+                self.path,
+                timeout=self._BUSY_TIMEOUT_S,
+                isolation_level=None,
+                check_same_thread=False,
             )
         except (OSError, sqlite3.Error) as exc:
             raise self._ERROR(f"cannot open {self._WHAT} {self.path}: {exc}") from exc

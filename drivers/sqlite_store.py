@@ -26,9 +26,16 @@ Schema (version :data:`SCHEMA_VERSION`, recorded in table ``schema_version``)::
     device_states(ts = DeviceState.since, device_id, quality, last_error, last_good_at NULL=never)
     aggregates(bucket_start, bucket_ms, device_id, point, count, good_count,
                mean, min, max, last NULL=no good value, last_ts)          -- since version 2
+    drift_events(ts, device_id, point, commanded, actual NULL=none, detail, attempt, resent)
+    policy_state(id = 1, ts, fingerprint, payload)   -- one row: the newest saved state, v3
 
 Migrations run in place, in one transaction, when a file is opened: version 1 → 2 adds the
-``aggregates`` table. A file of a newer version than this code knows is refused.
+``aggregates`` table, 2 → 3 the drift events and the saved policy state. A file of a newer
+version than this code knows is refused.
+
+Locks. The busy timeout is short (:data:`BUSY_TIMEOUT_S`): when another process holds the file
+(a DB browser, a backup tool), a write fails fast with :class:`HistoryError` instead of holding
+the connection for seconds; the runtime's write-behind queue keeps the data and retries.
 
 Retention and downsampling (:meth:`SqliteHistory.compact`)
 ----------------------------------------------------------
@@ -68,12 +75,22 @@ from datetime import datetime
 from typing import Any
 
 from laterne.drivers._sqlite import SqliteFile, from_epoch_ms, reclaim_space, transaction
-from laterne.models.snapshot import CommandRecord
+from laterne.models.snapshot import CommandRecord, DriftRecord
 from laterne.models.values import DeviceState, PointReading, Quality
 
-__all__ = ["SCHEMA_VERSION", "Aggregate", "CompactReport", "HistoryError", "SqliteHistory"]
+__all__ = [
+    "BUSY_TIMEOUT_S",
+    "SCHEMA_VERSION",
+    "Aggregate",
+    "CompactReport",
+    "HistoryError",
+    "SavedState",
+    "SqliteHistory",
+]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+#: a write waits this long for another process's lock before it fails [s]
+BUSY_TIMEOUT_S = 1.0
 
 #: SQLite page cache while compacting [KiB]
 _COMPACT_CACHE_KIB = 64 * 1024
@@ -131,6 +148,25 @@ CREATE TABLE IF NOT EXISTS aggregates (
     PRIMARY KEY (device_id, point, bucket_start, bucket_ms)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS aggregates_bucket_start ON aggregates (bucket_start);
+""",
+    2: """
+CREATE TABLE IF NOT EXISTS drift_events (
+    ts        INTEGER NOT NULL,  -- UTC epoch ms
+    device_id TEXT    NOT NULL,
+    point     TEXT    NOT NULL,
+    commanded REAL    NOT NULL,
+    actual    REAL,              -- NULL: no usable value (e.g. out of range)
+    detail    TEXT    NOT NULL,
+    attempt   INTEGER NOT NULL,
+    resent    INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS drift_events_device_ts ON drift_events (device_id, ts);
+CREATE TABLE IF NOT EXISTS policy_state (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    ts          INTEGER NOT NULL,  -- UTC epoch ms of the cycle that produced it
+    fingerprint TEXT    NOT NULL,  -- the site layout it belongs to
+    payload     TEXT    NOT NULL   -- JSON
+);
 """,
 }
 
@@ -217,6 +253,15 @@ class CompactReport:
     buckets_written: int = 0  # aggregate rows inserted or merged into
 
 
+@dataclass(frozen=True, slots=True)
+class SavedState:
+    """The policy state saved by the last cycle before a stop: when, for which layout, what."""
+
+    ts: datetime
+    fingerprint: str
+    payload: str
+
+
 class HistoryError(Exception):
     """The history store failed (I/O, locking, corruption, wrong schema, or closed).
 
@@ -258,6 +303,7 @@ class SqliteHistory(SqliteFile):
     _SCHEMA = _SCHEMA
     _SCHEMA_VERSION = SCHEMA_VERSION
     _MIGRATIONS = _MIGRATIONS
+    _BUSY_TIMEOUT_S = BUSY_TIMEOUT_S
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -347,7 +393,70 @@ class SqliteHistory(SqliteFile):
             [row],
         )
 
+    def record_drifts(self, drifts: Sequence[DriftRecord]) -> None:
+        """Append drift events (a point found not holding its command) in one transaction."""
+        rows = [
+            (
+                self._to_epoch_ms(d.ts),
+                d.device_id,
+                d.point,
+                d.commanded,
+                None if d.actual is None else _nan_to_null(d.actual),
+                d.detail,
+                d.attempt,
+                int(d.resent),
+            )
+            for d in drifts
+        ]
+        self._write_many(
+            "INSERT INTO drift_events "
+            "(ts, device_id, point, commanded, actual, detail, attempt, resent) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def save_policy_state(self, ts: datetime, fingerprint: str, payload: str) -> None:
+        """Replace the saved policy state (one row) by this one."""
+        self._write_many(
+            "INSERT INTO policy_state (id, ts, fingerprint, payload) VALUES (1, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET ts = excluded.ts, fingerprint = excluded.fingerprint,"
+            " payload = excluded.payload",
+            [(self._to_epoch_ms(ts), fingerprint, payload)],
+        )
+
     # -- reads ------------------------------------------------------------------------------
+
+    def saved_policy_state(self) -> SavedState | None:
+        """The policy state saved last, or None when no cycle has saved one in this file."""
+        with self._locked() as conn:
+            row = conn.execute("SELECT ts, fingerprint, payload FROM policy_state").fetchone()
+        if row is None:
+            return None
+        return SavedState(from_epoch_ms(row[0]), str(row[1]), str(row[2]))
+
+    def drift_events(self, device_id: str | None = None, limit: int = 100) -> list[DriftRecord]:
+        """Drift events, newest first, optionally of one device."""
+        _check_limit(limit)
+        rows = self._select(
+            "SELECT ts, device_id, point, commanded, actual, detail, attempt, resent "
+            "FROM drift_events",
+            [] if device_id is None else [("device_id = ?", device_id)],
+            "ts DESC, rowid DESC",
+            limit,
+        )
+        return [
+            DriftRecord(
+                ts=from_epoch_ms(ts),
+                device_id=dev,
+                point=point,
+                commanded=commanded,
+                actual=actual,
+                detail=detail,
+                attempt=attempt,
+                resent=bool(resent),
+            )
+            for ts, dev, point, commanded, actual, detail, attempt, resent in rows
+        ]
 
     def recent_commands(
         self, limit: int = 100, device_id: str | None = None
@@ -381,17 +490,20 @@ class SqliteHistory(SqliteFile):
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int = 1000,
+        newest_first: bool = False,
     ) -> list[PointReading]:
-        """Readings of one point within ``[since, until)``, oldest first.
+        """Readings of one point within ``[since, until)``, oldest first (or newest first).
 
         ``limit`` keeps the *oldest* matching rows, so a caller pages forward by passing the last
-        ``ts`` + 1 ms as the next ``since``. Naive bounds raise :class:`ValueError`.
+        ``ts`` + 1 ms as the next ``since``; with ``newest_first`` it keeps the newest, and a
+        caller pages back by passing the last ``ts`` as the next ``until``. Naive bounds raise
+        :class:`ValueError`.
         """
         _check_limit(limit)
         rows = self._select(
             "SELECT ts, value, quality, error FROM readings",
             [("device_id = ?", device_id), ("point = ?", point), *self._window("ts", since, until)],
-            "ts ASC, rowid ASC",
+            "ts DESC, rowid DESC" if newest_first else "ts ASC, rowid ASC",
             limit,
         )
         try:

@@ -18,9 +18,12 @@ __all__ = [
     "CommandRecord",
     "DeviceStateRecord",
     "DeviceView",
+    "DriftRecord",
     "HistoryStatus",
+    "LoopStatus",
     "MirrorStatus",
     "PointView",
+    "QueueStatus",
     "SegmentView",
     "SiteSnapshot",
     "ZoneView",
@@ -61,7 +64,9 @@ class SegmentView(_View):
     lighting_class: str
     dim_pct: float  # last commanded
     reason: str
+    actual_dim_pct: float | None  # what the controller reports it holds; None: not read
     measured_power_w: float | None
+    failed_lamps: int | None  # lamps the segment controller reports as failed
     online: bool
 
 
@@ -69,6 +74,7 @@ class ZoneView(_View):
     id: str
     temperature_c: float | None
     setpoint_c: float  # last commanded
+    actual_setpoint_c: float | None  # what the building automation reports it holds
     reason: str
     occupied: bool
 
@@ -90,6 +96,20 @@ class CommandRecord(_View):
     source: str
     ok: bool
     error: str = ""
+
+
+class DriftRecord(_View):
+    """A writable point found holding something else than its last command (a controller that
+    reset, a technician's handheld, a change at the BMS): seen at ``ts``, re-sent or not."""
+
+    ts: datetime
+    device_id: str
+    point: str
+    commanded: float
+    actual: float | None  # None: the device answered with no usable value (e.g. out of range)
+    detail: str
+    attempt: int  # consecutive polls with this drift (1 = first seen)
+    resent: bool  # the command was re-sent this cycle (False: backing off)
 
 
 class DeviceStateRecord(_View):
@@ -127,16 +147,42 @@ class MirrorStatus(_View):
     dead_letters: int  # lines the server refused as malformed, kept for an operator
 
 
+class QueueStatus(_View):
+    """The in-memory queue in front of one store: what waits, whether the store takes writes."""
+
+    store: str
+    writable: bool
+    queued_readings: int
+    queued_records: int  # commands, device states, drift events
+    max_readings: int  # beyond this the oldest readings are dropped
+    dropped_readings: int  # since start
+    last_error: str
+
+
 class HistoryStatus(_View):
     sqlite_path: str
     sqlite_bytes: int
     raw_retention_days: float
     aggregate_minutes: int
     mirrors: list[MirrorStatus]
+    queues: list[QueueStatus] = []
+
+
+class LoopStatus(_View):
+    """Is the control loop alive? Ages are in the controller's clock [s]."""
+
+    cycle_s: float
+    cycles: int  # completed successfully since start
+    last_success_at: datetime | None
+    since_success_s: float  # since the last successful cycle (or since start, before the first)
+    consecutive_failures: int
+    last_error: str
+    last_error_at: datetime | None
 
 
 class SiteSnapshot(_View):
     site: str
+    timezone: str = "UTC"  # the site's IANA zone: show local times in it, labelled
     ts: datetime | None  # time of the last completed cycle, None before the first
     cycle: int
     sun_elevation_deg: float | None

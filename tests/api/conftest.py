@@ -18,9 +18,12 @@ from laterne.models.snapshot import (
     CommandRecord,
     DeviceStateRecord,
     DeviceView,
+    DriftRecord,
     HistoryStatus,
+    LoopStatus,
     MirrorStatus,
     PointView,
+    QueueStatus,
     SegmentView,
     SiteSnapshot,
     ZoneView,
@@ -73,7 +76,9 @@ def make_snapshot() -> SiteSnapshot:
                 lighting_class="M4",
                 dim_pct=60.0,
                 reason="traffic",
+                actual_dim_pct=60.0,
                 measured_power_w=2450.0,
+                failed_lamps=2,
                 online=True,
             ),
             SegmentView(
@@ -86,7 +91,9 @@ def make_snapshot() -> SiteSnapshot:
                 lighting_class="M5",
                 dim_pct=100.0,
                 reason="failsafe",
+                actual_dim_pct=None,
                 measured_power_w=None,
+                failed_lamps=None,
                 online=False,
             ),
         ],
@@ -101,6 +108,7 @@ def make_snapshot() -> SiteSnapshot:
                         id="th-office",
                         temperature_c=20.5,
                         setpoint_c=21.0,
+                        actual_setpoint_c=21.0,
                         reason="occupied",
                         occupied=True,
                     )
@@ -119,6 +127,17 @@ class FakeSiteView:
     history: list[PointReading] = field(default_factory=list)
     states: list[DeviceStateRecord] = field(default_factory=list)
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    drifts: list[DriftRecord] = field(default_factory=list)
+    loop: LoopStatus = field(default_factory=lambda: make_loop())
+    queues: list[QueueStatus] = field(default_factory=list)
+
+    def loop_status(self) -> LoopStatus:
+        return self.loop
+
+    def drift_events(self, device_id: str | None = None, limit: int = 100) -> list[DriftRecord]:
+        self.calls.append(("drift_events", {"device_id": device_id, "limit": limit}))
+        found = [d for d in self.drifts if device_id is None or d.device_id == device_id]
+        return sorted(found, key=lambda d: d.ts, reverse=True)[:limit]
 
     def snapshot(self) -> SiteSnapshot:
         return self.snap
@@ -177,6 +196,7 @@ class FakeSiteView:
             raw_retention_days=30,
             aggregate_minutes=15,
             mirrors=[mirror],
+            queues=self.queues,
         )
 
     def readings(
@@ -186,11 +206,18 @@ class FakeSiteView:
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int = 1000,
+        newest_first: bool = False,
     ) -> list[PointReading]:
         self.calls.append(
             (
                 "readings",
-                {"device_id": device_id, "point": point, "since": since, "until": until},
+                {
+                    "device_id": device_id,
+                    "point": point,
+                    "since": since,
+                    "until": until,
+                    "newest_first": newest_first,
+                },
             )
         )
         found = [
@@ -201,7 +228,21 @@ class FakeSiteView:
             and (since is None or r.ts >= since)
             and (until is None or r.ts < until)
         ]
-        return sorted(found, key=lambda r: r.ts)[:limit]
+        return sorted(found, key=lambda r: r.ts, reverse=newest_first)[:limit]
+
+
+def make_loop(
+    since_success_s: float = 5.0, failures: int = 0, error: str = ""
+) -> LoopStatus:
+    return LoopStatus(
+        cycle_s=10.0,
+        cycles=42,
+        last_success_at=T0,
+        since_success_s=since_success_s,
+        consecutive_failures=failures,
+        last_error=error,
+        last_error_at=T0 if error else None,
+    )
 
 
 def make_commands() -> list[CommandRecord]:

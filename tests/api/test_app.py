@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 from laterne.api.app import create_app
-from laterne.models.snapshot import DeviceView, SiteSnapshot
+from laterne.models.snapshot import DeviceView, DriftRecord, QueueStatus, SiteSnapshot
 from laterne.models.values import Quality
 
-from .conftest import T0, FakeSiteView, make_snapshot
+from .conftest import T0, FakeSiteView, make_loop, make_snapshot
 
 API_DIR = Path(__file__).resolve().parents[2] / "api"
 
@@ -32,12 +32,15 @@ async def test_health_is_degraded_but_200_while_a_device_is_not_good(
 ) -> None:
     r = await client.get("/api/health")  # seg-ctl-1 is offline
     assert r.status_code == 200
-    assert r.json() == {
+    body = r.json()
+    assert {k: body[k] for k in ("status", "devices_not_good", "cycle", "last_cycle_at")} == {
         "status": "degraded",
         "devices_not_good": 1,
         "cycle": 42,
         "last_cycle_at": "2024-11-05T22:00:00Z",
     }
+    assert body["problems"] == ["1 device(s) not good: seg-ctl-1 (offline)"]
+    assert body["loop"]["consecutive_failures"] == 0
 
 
 async def test_health_is_ok_when_every_device_is_good(
@@ -63,13 +66,65 @@ async def test_health_counts_every_quality_but_good(
 
 async def test_health_before_the_first_cycle(view: FakeSiteView, client: httpx.AsyncClient) -> None:
     view.snap = view.snap.model_copy(update={"ts": None, "cycle": 0})
+    view.loop = make_loop(since_success_s=3.0)
     r = await client.get("/api/health")
-    assert r.json() == {
-        "status": "degraded",
-        "devices_not_good": 1,
-        "cycle": 0,
-        "last_cycle_at": None,
-    }
+    body = r.json()
+    assert r.status_code == 200
+    assert (body["status"], body["cycle"], body["last_cycle_at"]) == ("degraded", 0, None)
+
+
+def _all_good(view: FakeSiteView) -> None:
+    good = [d.model_copy(update={"quality": Quality.GOOD}) for d in view.snap.devices]
+    view.snap = view.snap.model_copy(update={"devices": good})
+
+
+async def test_health_says_failing_while_cycles_fail(
+    view: FakeSiteView, client: httpx.AsyncClient
+) -> None:
+    _all_good(view)
+    view.loop = make_loop(since_success_s=12.0, failures=1, error="RuntimeError: boom")
+    r = await client.get("/api/health")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "failing"
+    assert body["problems"] == ["1 cycle(s) failed in a row: RuntimeError: boom"]
+    assert body["loop"]["last_error"] == "RuntimeError: boom"
+
+
+@pytest.mark.parametrize(("since_s", "code"), [(29.0, 200), (31.0, 503)])
+async def test_health_is_503_once_the_loop_stalls(
+    view: FakeSiteView, client: httpx.AsyncClient, since_s: float, code: int
+) -> None:
+    """Three cycle periods (10 s each) without a successful cycle: stalled, 503."""
+    _all_good(view)
+    view.loop = make_loop(since_success_s=since_s, failures=3, error="HistoryError: locked")
+    r = await client.get("/api/health")
+    assert r.status_code == code
+    assert r.json()["status"] == ("stalled" if code == 503 else "failing")
+
+
+async def test_health_is_degraded_while_the_history_does_not_take_writes(
+    view: FakeSiteView, client: httpx.AsyncClient
+) -> None:
+    _all_good(view)
+    view.queues = [
+        QueueStatus(
+            store="sqlite",
+            writable=False,
+            queued_readings=120,
+            queued_records=4,
+            max_readings=1_000_000,
+            dropped_readings=0,
+            last_error="database is locked",
+        )
+    ]
+    body = (await client.get("/api/health")).json()
+    assert body["status"] == "degraded"
+    assert body["problems"] == [
+        "history sqlite does not take writes (database is locked); "
+        "120 readings and 4 records wait in memory"
+    ]
+    assert body["history"][0]["queued_readings"] == 120
 
 
 async def test_site_is_the_whole_snapshot(view: FakeSiteView, client: httpx.AsyncClient) -> None:
@@ -200,6 +255,7 @@ async def test_buildings(client: httpx.AsyncClient) -> None:
         "id": "th-office",
         "temperature_c": 20.5,
         "setpoint_c": 21.0,
+        "actual_setpoint_c": 21.0,
         "reason": "occupied",
         "occupied": True,
     }
@@ -341,6 +397,7 @@ async def test_openapi_schema(client: httpx.AsyncClient) -> None:
         "/api/buildings/{building_id}",
         "/api/commands",
         "/api/readings",
+        "/api/devices/{device_id}/drifts",
     }
     site_schema = schema["paths"]["/api/site"]["get"]["responses"]["200"]["content"]
     assert site_schema["application/json"]["schema"]["$ref"].endswith("/SiteSnapshot")
@@ -453,3 +510,34 @@ async def test_aggregates_refuses_bad_requests(
 ) -> None:
     r = await client.get("/api/aggregates", params=params)  # type: ignore[arg-type]
     assert r.status_code == status
+
+
+async def test_readings_newest_first_with_order_desc(client: httpx.AsyncClient) -> None:
+    params = {"device_id": "ctr-1", "point": "count", "order": "desc", "limit": 2}
+    r = await client.get("/api/readings", params=params)
+    assert r.status_code == 200
+    assert [x["ts"] for x in r.json()] == ["2024-11-05T22:05:00Z", "2024-11-05T22:04:00Z"]
+    bad = await client.get(
+        "/api/readings", params={"device_id": "ctr-1", "point": "count", "order": "newest"}
+    )
+    assert bad.status_code == 422
+
+
+async def test_drift_events_of_one_device(view: FakeSiteView, client: httpx.AsyncClient) -> None:
+    view.drifts = [
+        DriftRecord(
+            ts=T0 + timedelta(minutes=m),
+            device_id="seg-ctl-1",
+            point="dim_pct",
+            commanded=50.0,
+            actual=0.0,
+            detail="dim_pct: commanded 50 but the device holds 0; re-sending",
+            attempt=m + 1,
+            resent=True,
+        )
+        for m in range(3)
+    ]
+    r = await client.get("/api/devices/seg-ctl-1/drifts", params={"limit": 2})
+    assert r.status_code == 200
+    assert [d["attempt"] for d in r.json()] == [3, 2]
+    assert (await client.get("/api/devices/nope/drifts")).status_code == 404

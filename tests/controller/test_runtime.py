@@ -174,8 +174,12 @@ async def test_rejected_write_is_recorded_and_retried(setup) -> None:  # type: i
     assert "mismatch" in failed[0].error.lower() or failed[0].error
     assert runtime.device_states["seg-lindenweg"].quality is Quality.FAULTY
     devices["seg-lindenweg"].reject_writes = False
+    # backing off: after two failures the next attempt waits two cycles, not one
     await cycles(runtime, clock, 1)
-    assert history.recent_commands(device_id="seg-lindenweg", limit=1)[0].ok
+    assert len(history.recent_commands(device_id="seg-lindenweg")) == 2
+    await cycles(runtime, clock, 1)
+    last = history.recent_commands(device_id="seg-lindenweg", limit=1)[0]
+    assert last.ok and devices["seg-lindenweg"].values["dim_pct"] == last.value
 
 
 async def test_mirror_receives_everything_the_history_gets(setup) -> None:  # type: ignore[no-untyped-def]
