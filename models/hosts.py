@@ -6,9 +6,10 @@ ending with a hyphen, 253 characters in all). Everything else is refused with a 
 what to write instead, so a typo fails on load and not at the first connect: a port inside the
 host (``127.0.0.1:502``: the port has its own field), an all-numeric dotted name that is not a
 valid IPv4 address (``127.0.0.300``, ``10.1``, ``010.0.0.1``), brackets around an IPv6 address,
-non-ASCII names (use their ``xn--`` form). A URL (:func:`check_url`) is split with
-:mod:`urllib.parse`; its host is checked as above, its port must be a number in 1..65535, and
-credentials in it are refused (they come from the environment, never from the YAML).
+a URL where a host belongs, non-ASCII names (DNS has them in their ``xn--`` form). A URL
+(:func:`check_url`) is split with :mod:`urllib.parse`; its host is checked as above, its port
+must be a number in 1..65535, and credentials in it are refused (they come from the
+environment, never from the YAML).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def check_host(host: str) -> str:
         raise ValueError("empty host")
     if host != host.strip():
         raise ValueError(f"host {host!r} has spaces around it")
+    if "://" in host or "/" in host:
+        raise ValueError(f"host {host!r} is a URL or path; give the host name or address alone")
     if m := _BRACKETED.match(host):
         inner = m["host"]
         if m["port"] is not None:
@@ -65,11 +68,9 @@ def check_host(host: str) -> str:
             ) from None
         return host
     if not host.isascii():
-        try:
-            ascii_form = host.encode("idna").decode("ascii")
-        except UnicodeError:
-            raise ValueError(f"{host!r} is not a valid host name") from None
-        raise ValueError(f"host name {host!r} is not ASCII; write it as {ascii_form}")
+        raise ValueError(
+            f"host name {host!r} is not ASCII; write its ASCII form (xn--…, as DNS has it)"
+        )
     name = host[:-1] if host.endswith(".") else host
     if len(name) > 253:
         raise ValueError(f"host name is {len(name)} characters long, more than 253")

@@ -1042,23 +1042,20 @@ def _too_large(size: int | None) -> ConfigIssue:
 
 
 def _decode(raw: bytes, file: str) -> str:
-    """``raw`` as text, or :class:`SiteConfigError` at the first NUL byte (a binary file, or
-    UTF-16) or the first byte that is not UTF-8."""
+    """``raw`` as text, or :class:`SiteConfigError` at the first NUL byte (no text file has one:
+    a binary file, or UTF-16) or else at the first byte that is not UTF-8."""
     nul = raw.find(b"\0")
+    if nul != -1:
+        line = raw.count(b"\n", 0, nul) + 1
+        message = (
+            f"byte 0x00 (NUL) at offset {nul}: this looks like a binary file (or UTF-16), not "
+            "text; a site file is YAML saved as UTF-8"
+        )
+        raise SiteConfigError(file, [ConfigIssue((), message, line)])
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         bad = exc.start
-        if nul == -1 or nul > bad:
-            line = raw.count(b"\n", 0, bad) + 1
-            message = f"byte 0x{raw[bad]:02x} at offset {bad} is not UTF-8; save the file as UTF-8"
-            raise SiteConfigError(file, [ConfigIssue((), message, line)]) from None
-    else:
-        if nul == -1:
-            return text
-    line = raw.count(b"\n", 0, nul) + 1
-    message = (
-        f"byte 0x00 (NUL) at offset {nul}: a site file is UTF-8 text, and this looks like a "
-        "binary file (or UTF-16); save the file as UTF-8"
-    )
-    raise SiteConfigError(file, [ConfigIssue((), message, line)])
+        line = raw.count(b"\n", 0, bad) + 1
+        message = f"byte 0x{raw[bad]:02x} at offset {bad} is not UTF-8; save the file as UTF-8"
+        raise SiteConfigError(file, [ConfigIssue((), message, line)]) from None
