@@ -4,6 +4,12 @@ Rule: nothing that pymodbus, asyncua or the socket layer raises for an *expected
 leaves :mod:`laterne.drivers`. :func:`map_exceptions` turns each into the most specific
 :class:`DriverError` below and raises it ``from`` the original, so the cause stays in the
 traceback. Anything it does not recognise is a bug (ours or the library's) and propagates unchanged.
+:func:`map_opcua_exceptions` is the OPC-UA driver's boundary: asyncua fails in many more shapes
+than its status-code errors (an ``AssertionError`` when a server answers OpenSecureChannel with a
+fault, ``struct.error``, ``ValueError``, plain ``UaError``), and one misbehaving server must never
+take the rest of the site down, so there *every* ``Exception`` becomes a :class:`DriverError`:
+what the table of :func:`map_exceptions` knows as it says, anything else a :class:`ProtocolError`
+naming the original type and message.
 
 The tree::
 
@@ -13,9 +19,13 @@ The tree::
     │   └── DeviceTimeout             connected, but no answer in time
     ├── DeviceRefused                 the device answered, and the answer is "no"
     │   ├── ExceptionResponse         Modbus exception response: ``code`` and its name
-    │   └── BadStatus                 OPC-UA bad status code: ``code`` and its name
+    │   ├── BadStatus                 OPC-UA bad status code: ``code`` and its name
+    │   └── CertificateRejected       OPC-UA: the server refused our client certificate
     ├── DecodeError                   the answer cannot be turned into a value (short, NaN, ...)
-    │   └── UnresolvedBrowsePath      OPC-UA: the server has no node at a point's browse path
+    │   ├── ProtocolError             OPC-UA: asyncua failed on the server's answer: ``kind``
+    │   └── UnresolvedAddress         OPC-UA: a point's address names no node on this server
+    │       ├── UnresolvedBrowsePath  no node (or several) at a point's browse path
+    │       └── UnknownNamespace      a ``nsu=`` NodeId's namespace URI is not on the server
     ├── WriteMismatch                 written, but the read-back differs: ``point, wanted, got``
     └── InvalidCommand                refused by us before anything was sent
         ├── NotWritable               the point is not writable (or does not exist)
@@ -26,25 +36,33 @@ The tree::
 
 
 ``CommunicationError`` means "mark the device OFFLINE"; ``DeviceRefused``, ``DecodeError`` and
-``WriteMismatch`` mean "the device is there but misbehaves" (FAULTY); ``InvalidCommand`` means the
-caller asked for something the site configuration forbids, and the field never saw it.
+``WriteMismatch`` mean "the device is there but misbehaves" (FAULTY; a refused certificate and a
+protocol error are FAULTY too: the server is there, and retrying alone will not help);
+``InvalidCommand`` means the caller asked for something the site configuration forbids, and the
+field never saw it. The OPC-UA driver, backing off after a failure, raises until its next try an
+error of the *same class* as that failure, its message ending in when the next attempt is, so a
+device keeps one quality and one cause while it waits.
 ``SetupError`` is ours to fix on the controller's host (a variable to export, a certificate file
 to replace); the field never saw a byte either, and the device counts as FAULTY.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import TypeVar
 
 from asyncua.ua import status_codes
 from asyncua.ua.status_codes import StatusCodes
-from asyncua.ua.uaerrors import UaStatusCodeError
+from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 
 __all__ = [
     "MODBUS_EXCEPTION_NAMES",
+    "UA_CERTIFICATE_CODES",
     "BadStatus",
+    "CertificateRejected",
     "CommunicationError",
     "DecodeError",
     "DeviceOffline",
@@ -57,10 +75,16 @@ __all__ = [
     "MissingCredential",
     "NotWritable",
     "OutOfBounds",
+    "ProtocolError",
     "SetupError",
+    "UnknownNamespace",
+    "UnresolvedAddress",
     "UnresolvedBrowsePath",
     "WriteMismatch",
+    "again",
     "map_exceptions",
+    "map_opcua_exceptions",
+    "raised_in",
 ]
 
 #: Modbus exception codes (Modbus Application Protocol v1.1b3, section 7)
@@ -95,6 +119,44 @@ _UA_OFFLINE_CODES: frozenset[int] = frozenset(
 _UA_TIMEOUT_CODES: frozenset[int] = frozenset(
     {StatusCodes.BadTimeout, StatusCodes.BadRequestTimeout}
 )
+
+_TRUST_US = (
+    "trust Laterne's client certificate on the server (most servers keep a certificate they "
+    "refused in a 'rejected' folder or list: move it to the trusted ones)"
+)
+_NEW_CERT = "make a new one with `laterne opcua-cert` and trust it on the server"
+
+#: OPC-UA status codes by which a server refuses our application instance certificate (in
+#: OpenSecureChannel, CreateSession or ActivateSession), each with what to do about it
+UA_CERTIFICATE_CODES: dict[int, str] = {
+    StatusCodes.BadCertificateUntrusted: _TRUST_US,
+    StatusCodes.BadSecurityChecksFailed: _TRUST_US,
+    StatusCodes.BadNoValidCertificates: _TRUST_US,
+    StatusCodes.BadCertificateInvalid: f"the certificate is malformed; {_NEW_CERT}",
+    StatusCodes.BadCertificateTimeInvalid: "the certificate has expired or is not valid yet "
+    f"(check both clocks); {_NEW_CERT}",
+    StatusCodes.BadCertificateIssuerTimeInvalid: "the certificate's issuer has expired; renew "
+    "it and trust it on the server",
+    StatusCodes.BadCertificateUriInvalid: "the application URI in the certificate's "
+    f"subjectAltName is not the one the client announces; {_NEW_CERT}",
+    StatusCodes.BadCertificateHostNameInvalid: "the certificate names another host; make a new "
+    "one with `laterne opcua-cert --host <this host's name>` and trust it on the server",
+    StatusCodes.BadCertificateUseNotAllowed: "the certificate's key usage does not allow an "
+    f"OPC-UA client; {_NEW_CERT}",
+    StatusCodes.BadCertificateIssuerUseNotAllowed: "the certificate's issuer may not sign "
+    f"application certificates; {_NEW_CERT}",
+    StatusCodes.BadCertificateRevoked: f"the server lists the certificate as revoked; {_NEW_CERT}",
+    StatusCodes.BadCertificateIssuerRevoked: "the server lists the certificate's issuer as "
+    f"revoked; {_NEW_CERT}",
+    StatusCodes.BadCertificateRevocationUnknown: "the server has no revocation list for the "
+    "certificate's issuer; add one on the server, or use a self-signed certificate",
+    StatusCodes.BadCertificateIssuerRevocationUnknown: "the server has no revocation list for "
+    "the certificate's issuer; add one on the server, or use a self-signed certificate",
+    StatusCodes.BadCertificateChainIncomplete: "the server does not have the certificate's "
+    "issuer; trust the issuer on the server, or use a self-signed certificate",
+    StatusCodes.BadCertificatePolicyCheckFailed: "the certificate does not meet the security "
+    f"policy (Basic256Sha256: RSA 2048 to 4096 bits, SHA-256 signature); {_NEW_CERT}",
+}
 
 
 class DriverError(Exception):
@@ -137,11 +199,42 @@ class BadStatus(DeviceRefused):
         super().__init__(f"{prefix}OPC-UA status {code:#010x} ({self.name})")
 
 
+class CertificateRejected(DeviceRefused):
+    """The OPC-UA server refused our client certificate. ``code`` is the status code it gave
+    (``None`` when it only closed the secure channel as we opened it), ``reason`` what it said
+    or did. The message says so, and what to do: mostly, trust Laterne's certificate there."""
+
+    def __init__(self, reason: str, context: str = "", code: int | None = None) -> None:
+        self.code = code
+        self.reason = reason
+        hint = UA_CERTIFICATE_CODES.get(code, _TRUST_US) if code is not None else _TRUST_US
+        prefix = f"{context}: " if context else ""
+        super().__init__(f"{prefix}the server refused our client certificate ({reason}): {hint}")
+
+
 class DecodeError(DriverError):
     """The device's answer cannot be turned into a value (wrong length, NaN, wrong type)."""
 
 
-class UnresolvedBrowsePath(DecodeError):
+class ProtocolError(DecodeError):
+    """asyncua failed on what the server sent (or on the state it left the session in) with an
+    exception that is not one of its status codes. ``kind`` is that exception's type name,
+    ``detail`` its message."""
+
+    def __init__(self, kind: str, detail: str, context: str = "") -> None:
+        self.kind = kind
+        self.detail = detail
+        prefix = f"{context}: " if context else ""
+        said = f": {detail}" if detail else ""
+        super().__init__(f"{prefix}OPC-UA protocol error ({kind}{said})")
+
+
+class UnresolvedAddress(DecodeError):
+    """A point's address (browse path, namespace URI) names no node on this server. The point
+    is FAULTY; the device's other points work, and the next connection tries again."""
+
+
+class UnresolvedBrowsePath(UnresolvedAddress):
     """The server resolves no node (or more than one) at a point's browse path."""
 
     def __init__(self, path: str, reason: str, context: str = "") -> None:
@@ -149,6 +242,22 @@ class UnresolvedBrowsePath(DecodeError):
         self.reason = reason
         prefix = f"{context}: " if context else ""
         super().__init__(f"{prefix}browse path {path!r} does not resolve: {reason}")
+
+
+class UnknownNamespace(UnresolvedAddress):
+    """A ``nsu=<uri>;...`` NodeId names a namespace URI that is not in the server's namespace
+    array. ``known`` is that array (index = position)."""
+
+    def __init__(self, node: str, uri: str, known: Sequence[str], context: str = "") -> None:
+        self.node = node
+        self.uri = uri
+        self.known = tuple(known)
+        prefix = f"{context}: " if context else ""
+        listed = ", ".join(f"[{i}] {u}" for i, u in enumerate(self.known)) or "none"
+        super().__init__(
+            f"{prefix}node {node!r}: the server has no namespace {uri!r}; its namespaces are "
+            f"{listed}"
+        )
 
 
 class WriteMismatch(DriverError):
@@ -226,6 +335,8 @@ def map_exceptions(context: str) -> Iterator[None]:
     ``OSError`` incl. ``ConnectionError``        DeviceOffline
     asyncua BadTimeout, BadRequestTimeout        DeviceTimeout
     asyncua session/channel/connection codes     DeviceOffline
+    asyncua certificate codes                    CertificateRejected
+      (:data:`UA_CERTIFICATE_CODES`)
     any other asyncua ``UaStatusCodeError``      BadStatus
     ==========================================  =====================
     """
@@ -247,4 +358,87 @@ def map_exceptions(context: str) -> Iterator[None]:
             raise DeviceTimeout(f"{context}: {exc}") from exc
         if code in _UA_OFFLINE_CODES:
             raise DeviceOffline(f"{context}: {exc}") from exc
+        if code in UA_CERTIFICATE_CODES:
+            reason = f"{_ua_status_name(code)}, {code:#010x}"  # like BadStatus
+            raise CertificateRejected(reason, context, code) from exc
         raise BadStatus(code, context) from exc
+
+
+@contextmanager
+def map_opcua_exceptions(context: str, *, opening_secure_channel: bool = False) -> Iterator[None]:
+    """:func:`map_exceptions`, and every other ``Exception`` as a :class:`DriverError`.
+
+    The boundary of the OPC-UA driver: asyncua raises far more than its status codes, and a
+    server it chokes on must make *that* device FAULTY, not escape into the runtime.
+    ``asyncio.CancelledError`` and ``KeyboardInterrupt`` (``BaseException``) pass unchanged.
+
+    Pass ``opening_secure_channel`` around a *secured* connect (sign or sign-and-encrypt):
+    a server that does not trust our certificate may refuse it before any status code can
+    reach us, by closing the channel (``ConnectionError``) or by answering OpenSecureChannel
+    with a fault, on which asyncua fails in parsing and then in its own ``assert``
+    (``AssertionError``). Whether a failure came "while opening" is told by its traceback
+    passing through asyncua's ``open_secure_channel``.
+
+    ===============================================  =====================
+    raised inside the block                          re-raised as
+    ===============================================  =====================
+    what :func:`map_exceptions` maps                  as it says
+    secured, in OpenSecureChannel: anything but a     CertificateRejected
+      status code or a timeout
+    ``UaError`` "No matching endpoints" (the server   DeviceRefused
+      offers no endpoint with our policy and mode)
+    any other ``Exception``                           ProtocolError
+    ===============================================  =====================
+    """
+    try:
+        with map_exceptions(context):
+            yield
+    except DriverError as exc:
+        cause = exc.__cause__
+        if (
+            opening_secure_channel
+            and isinstance(exc, DeviceOffline)
+            and isinstance(cause, OSError)
+            and raised_in(cause, "open_secure_channel")
+        ):
+            reason = f"it closed the secure channel as we opened it: {cause}"
+            raise CertificateRejected(reason, context) from cause
+        raise
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        kind = type(exc).__name__
+        if opening_secure_channel and raised_in(exc, "open_secure_channel"):
+            reason = f"it answered OpenSecureChannel with an error; asyncua: {kind}"
+            raise CertificateRejected(reason, context) from exc
+        if isinstance(exc, UaError) and raised_in(exc, "find_endpoint"):
+            raise DeviceRefused(
+                f"{context}: the server offers no endpoint with the security mode and policy "
+                f"configured ({exc})"
+            ) from exc
+        raise ProtocolError(kind, str(exc), context) from exc
+
+
+def raised_in(exc: BaseException, function: str) -> bool:
+    """Whether ``exc`` propagated through a frame of a function named ``function``."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == function:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+_E = TypeVar("_E", bound=DriverError)
+
+
+def again(error: _E, message: str | None = None) -> _E:
+    """A fresh exception of ``error``'s class and attributes, with ``message`` (else its own).
+
+    For raising a remembered failure once more (a driver backing off after it, a point whose
+    address did not resolve) without growing its traceback or chaining the old one.
+    """
+    fresh = type(error).__new__(type(error))
+    fresh.__dict__.update(error.__dict__)
+    Exception.__init__(fresh, str(error) if message is None else message)
+    return fresh

@@ -1,10 +1,12 @@
 """OPC-UA driver: subscriptions or polling, browse paths, security, our own reconnect, typed writes.
 
 Rule: asyncua is touched only here (and in the ``opcua_*`` helpers), and each of its failures
-leaves as one :class:`~laterne.drivers.errors.DriverError`. Reconnecting is ours, not asyncua's
-(``auto_reconnect=False``): after a loss the client object is discarded with everything built on
-it (resolved browse paths, the subscription, cached data types), and a fresh one is built on the
-next use, after the same jittered exponential backoff as Modbus (asyncua #1660).
+leaves as one :class:`~laterne.drivers.errors.DriverError`, whatever its type
+(:func:`~laterne.drivers.errors.map_opcua_exceptions`: an ``AssertionError`` deep in asyncua
+makes this device FAULTY with that reason; it does not stop the site). Reconnecting is ours, not
+asyncua's (``auto_reconnect=False``): after a loss the client object is discarded with everything
+built on it (resolved browse paths, the subscription, cached data types), and a fresh one is
+built on the next use, after the same jittered exponential backoff as Modbus (asyncua #1660).
 
 Theory of operation
 -------------------
@@ -15,7 +17,11 @@ The device is in one of three :class:`LinkState` states::
          +------------------------------- close() ------------------------------------------+
 
 A failed connect or a request that fails for lack of a connection enters OFFLINE and starts the
-backoff; while it runs, every call raises ``DeviceOffline`` without touching the network. A
+backoff; while it runs, every call raises, without touching the network, an error of the same
+class as the failure that started it, with its message and when the next attempt is
+(``"...: the server refused our client certificate (...): ...; next attempt in 3.2 s"``). So a
+device that the server refuses stays FAULTY with the server's reason, and one that does not
+answer stays OFFLINE; neither flips between the two on every retry. A
 connection found dead *between* calls (asyncua's supervisor saw the socket close, or its
 periodic ServerStatus probe failed) is rebuilt at once by the next call, which only backs off if
 that fails. A timeout counts as a loss too: one OPC-UA client serves one device, so there are no
@@ -25,14 +31,19 @@ neighbours to protect (unlike a Modbus gateway).
 (:mod:`~laterne.drivers.opcua_security`; credentials come from the environment variables the
 endpoint names, read at every connect), connects, and then prepares the new session:
 
-1. Points given by ``browse_path`` are resolved in one TranslateBrowsePathsToNodeIds call
+1. Points given by a ``nsu=<namespace URI>;...`` NodeId get the index of that URI in the
+   server's NamespaceArray (``i=2255``, read once per connection). A URI the server does not
+   have makes that point FAULTY (:class:`~laterne.drivers.errors.UnknownNamespace`, naming the
+   URI and the server's namespaces), like an unresolved browse path below. Every NodeId and
+   browse path is parsed by :mod:`laterne.models.opcua_address`, the validator's parser.
+2. Points given by ``browse_path`` are resolved in one TranslateBrowsePathsToNodeIds call
    (format in :mod:`~laterne.drivers.opcua_paths`: ``2:School/2:Classrooms/2:Temperature``,
    starting at the Objects folder). The NodeIds are cached for the life of the connection and
    resolved again after every reconnect. A path that does not resolve (no match, or more than
    one) makes that point's readings FAULTY and a write to it raise
    :class:`~laterne.drivers.errors.UnresolvedBrowsePath` (a ``DecodeError``); the other points
    work. The next connection tries again.
-2. With ``subscribe: true``, one subscription is created (``publishing_interval_ms``) with one
+3. With ``subscribe: true``, one subscription is created (``publishing_interval_ms``) with one
    monitored item per resolved point, client handle = the point's index. Then one full Read of
    those points fills the latest-value table, so no point waits for its first change after a
    (re)connect. Should the server refuse CreateSubscription or CreateMonitoredItems as a
@@ -76,11 +87,15 @@ half a scale step (integers) or a few float ULPs; the read-back is returned and 
 the latest-value table. ``PointSpec.type`` is not consulted for OPC-UA: the node's DataType rules.
 
 **Security**: ``none``, or Basic256Sha256 with ``sign`` / ``sign_and_encrypt`` and the
-certificate and key files the endpoint names. A server refusing our channel, certificate or
-credentials answers with a Bad status: :class:`~laterne.drivers.errors.BadStatus` (device
-FAULTY), backed off like a lost connection. A server without an endpoint for the wanted
-policy and mode is a :class:`~laterne.drivers.errors.DeviceRefused`. An unset credential
-variable is :class:`~laterne.drivers.errors.MissingCredential`, raised before connecting.
+certificate and key files the endpoint names. A server refusing our certificate is a
+:class:`~laterne.drivers.errors.CertificateRejected` saying what to do, whether it answers
+with a certificate status code (``BadCertificateUntrusted``, ``BadSecurityChecksFailed``, ...)
+or just closes the secure channel as we open it (asyncua then fails with an ``AssertionError``
+or a ``ConnectionError`` inside OpenSecureChannel). Refused credentials are a
+:class:`~laterne.drivers.errors.BadStatus`. Both make the device FAULTY and are backed off like a
+lost connection. A server without an endpoint for the wanted policy and mode is a
+:class:`~laterne.drivers.errors.DeviceRefused`. An unset credential variable is
+:class:`~laterne.drivers.errors.MissingCredential`, raised before connecting.
 
 **No leaked subscriptions**: a subscription is deleted with its session (CloseSession with
 DeleteSubscriptions) when we close or rebuild on a live connection. When the connection died
@@ -107,9 +122,10 @@ from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.client.ua_client import UaClientState
 from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
-from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
+from laterne.models.opcua_address import NodeAddress, parse_node_id
 from laterne.models.site import DataType, Device, DeviceProfile, OpcUaEndpoint, PointSpec
 from laterne.models.values import PointReading
 
@@ -123,13 +139,24 @@ from .errors import (
     DeviceRefused,
     DriverError,
     EncodeError,
+    ProtocolError,
     SetupError,
+    UnknownNamespace,
+    UnresolvedAddress,
     UnresolvedBrowsePath,
     WriteMismatch,
-    map_exceptions,
+    again,
+    map_opcua_exceptions,
 )
 from .opcua_feed import Feed, keepalive_count
-from .opcua_paths import BrowsePath, browse_path_request, format_browse_path, parse_browse_path
+from .opcua_paths import (
+    BrowsePath,
+    browse_path_request,
+    format_browse_path,
+    node_id,
+    parse_browse_path,
+    resolve_namespace,
+)
 from .opcua_security import apply_credentials, apply_security
 from .points import check_command, faulty_reading, reading_from_value, require_utc
 
@@ -241,7 +268,7 @@ class _Session:
 
     client: Client
     node_ids: dict[str, ua.NodeId] = field(default_factory=dict)  # resolved points
-    unresolved: dict[str, UnresolvedBrowsePath] = field(default_factory=dict)  # point -> why
+    unresolved: dict[str, UnresolvedAddress] = field(default_factory=dict)  # point -> why
     resolved: bool = False
     prepared: bool = False  # subscription created, or polling chosen
     feed: Feed | None = None
@@ -266,7 +293,7 @@ class OpcUaDevice:
     TypeError
         not an OPC-UA device or profile.
     ValueError
-        a malformed ``browse_path`` (asyncua's own error for a malformed ``node``).
+        a malformed ``node`` or ``browse_path`` (an ``AddressError``).
     """
 
     def __init__(
@@ -292,15 +319,16 @@ class OpcUaDevice:
         self._environ = environ
         self._backoff = backoff if backoff is not None else Backoff(monotonic=monotonic)
         # parse every node id and browse path now: a malformed one is a configuration error
-        self._node_ids: dict[str, ua.NodeId] = {}
+        self._nodes: dict[str, NodeAddress] = {}
         self._paths: dict[str, BrowsePath] = {}
         for name, spec in profile.points.items():
             if spec.node is not None:
-                self._node_ids[name] = ua.NodeId.from_string(spec.node)
+                self._nodes[name] = parse_node_id(spec.node)
             else:
                 assert spec.browse_path is not None  # the profile guarantees one of the two
                 self._paths[name] = parse_browse_path(spec.browse_path)
         self._session: _Session | None = None
+        self._failure: DriverError | None = None  # what started the backoff running now
         self._state = LinkState.DISCONNECTED
         self._lock = asyncio.Lock()
         self._last_mode: Mode | None = None  # to log a change of mode once
@@ -408,7 +436,7 @@ class OpcUaDevice:
             session = await self._ready()
             unresolved = session.unresolved.get(point)
             if unresolved is not None:  # a fresh exception: re-raising one grows its traceback
-                raise UnresolvedBrowsePath(unresolved.path, unresolved.reason, self._ctx)
+                raise again(unresolved)
             client = session.client
             node = client.get_node(session.node_ids[point])
             variant_type = session.variant_types.get(point)
@@ -479,13 +507,14 @@ class OpcUaDevice:
 
     @asynccontextmanager
     async def _guard(self) -> AsyncIterator[None]:
-        """Map asyncua exceptions; a communication failure also drops the client (backoff)."""
+        """Map asyncua exceptions; a communication failure also drops the client (backoff), and
+        so does a protocol error (asyncua may have lost track of the session)."""
         try:
-            with map_exceptions(self._ctx):
+            with map_opcua_exceptions(self._ctx):
                 yield
-        except CommunicationError as exc:
+        except (CommunicationError, ProtocolError) as exc:
             await self._discard()
-            self._failed(str(exc))
+            self._failed(exc)
             raise
 
     async def _ready(self) -> _Session:
@@ -509,10 +538,11 @@ class OpcUaDevice:
             _log.info("%s: connection lost, reconnecting", self._ctx)
             await self._discard()
         if not self._backoff.ready():
-            raise DeviceOffline(
-                f"{self._ctx}: offline after {self._backoff.failures} failed attempt(s),"
-                f" next attempt in {self._backoff.remaining_s():.1f} s"
+            # the same kind of error as the failure that started the backoff, with its cause
+            failure = self._failure or DeviceOffline(
+                f"{self._ctx}: offline after {self._backoff.failures} failed attempt(s)"
             )
+            raise again(failure, f"{failure}; next attempt in {self._backoff.remaining_s():.1f} s")
         watchdog_s = max(1.0, self._device.poll_interval_s)
         client = Client(self._url, timeout=self._timeout_s, watchdog_intervall=watchdog_s)
         session_timeout_s = max(_MIN_SESSION_TIMEOUT_S, 4 * watchdog_s, 2 * self._stale_after_s)
@@ -521,29 +551,38 @@ class OpcUaDevice:
         round_trips = _CONNECT_ROUND_TRIPS
         if self._endpoint.security != "none" and self._endpoint.server_certificate is None:
             round_trips += _ENDPOINT_ROUND_TRIPS
+        secured = self._endpoint.security != "none"
         try:
-            with map_exceptions(self._ctx):
+            with map_opcua_exceptions(self._ctx):  # the timeout of the whole sequence
                 async with asyncio.timeout(self._timeout_s * round_trips):
-                    try:
+                    with map_opcua_exceptions(self._ctx):  # GetEndpoints, unsecured
                         await apply_security(client, self._endpoint, self._ctx)
+                    with map_opcua_exceptions(self._ctx, opening_secure_channel=secured):
                         await client.connect(auto_reconnect=False)
-                    except UaStatusCodeError:
-                        raise  # mapped by map_exceptions
-                    except UaError as exc:  # "No matching endpoints": no policy/mode we want
-                        raise DeviceRefused(f"{self._ctx}: {exc}") from exc
         except BaseException as exc:
             await _disconnect_quietly(client, self._timeout_s)
             if isinstance(exc, DriverError) and not isinstance(exc, SetupError):
-                self._failed(str(exc))  # refused sessions back off too
+                self._failed(exc)  # refused sessions back off too
             raise
         self._session = _Session(client)
         self._answered()
         return self._session
 
     async def _resolve(self, session: _Session) -> None:
-        """NodeIds of every point: parsed ones as they are, browse paths in one call."""
-        session.node_ids = dict(self._node_ids)
+        """NodeIds of every point: parsed ones with their namespace URI looked up in the
+        server's namespace array, browse paths in one call."""
+        session.node_ids = {}
         session.unresolved = {}
+        by_uri = any(a.namespace_uri is not None for a in self._nodes.values())
+        namespaces = await self._namespace_array(session) if by_uri else []
+        for name, address in self._nodes.items():
+            text = str(self._profile.points[name].node)
+            try:
+                resolved = resolve_namespace(address, namespaces, text, self._ctx)
+            except UnknownNamespace as exc:
+                session.unresolved[name] = exc
+            else:
+                session.node_ids[name] = node_id(resolved)
         if self._paths:
             names = list(self._paths)
             requests = [browse_path_request(self._paths[n]) for n in names]
@@ -563,12 +602,28 @@ class OpcUaDevice:
                 else:
                     target = complete[0].TargetId
                     session.node_ids[name] = ua.NodeId(target.Identifier, target.NamespaceIndex)
-            for name, err in session.unresolved.items():
-                _log.warning("point %r: %s", name, err)  # err names the device
+        for name, err in session.unresolved.items():
+            _log.warning("point %r: %s", name, err)  # err names the device
         # keep the profile's order, so reads and monitored items follow it
         order = [n for n in self._profile.points if n in session.node_ids]
         session.node_ids = {n: session.node_ids[n] for n in order}
         session.resolved = True
+
+    async def _namespace_array(self, session: _Session) -> list[str]:
+        """The server's NamespaceArray (i=2255): namespace URIs, index = position."""
+        rv = ua.ReadValueId()
+        rv.NodeId = ua.NodeId(ua.Int32(ObjectIds.Server_NamespaceArray))
+        rv.AttributeId = AttributeIds.Value
+        params = ua.ReadParameters()
+        params.NodesToRead.append(rv)
+        async with self._guard():
+            (dv,) = await session.client.uaclient.read(params)
+        if dv.StatusCode is not None and not dv.StatusCode.is_good():
+            raise BadStatus(dv.StatusCode.value, f"{self._ctx}: NamespaceArray")
+        value = dv.Value.Value if dv.Value is not None else None
+        if not isinstance(value, list) or not all(isinstance(u, str) for u in value):
+            raise DecodeError(f"{self._ctx}: NamespaceArray is not a list of URIs: {value!r}")
+        return list(value)
 
     async def _start_feed(self, session: _Session) -> None:
         """Subscribe to every resolved point and fill the table by one Read; on a refusal by
@@ -670,14 +725,16 @@ class OpcUaDevice:
                 self._notifications_before += session.feed.notifications
             await _disconnect_quietly(session.client, self._timeout_s)
 
-    def _failed(self, reason: str) -> None:
+    def _failed(self, exc: DriverError) -> None:
         delay_s = self._backoff.failure()
+        self._failure = again(exc)  # without its traceback: it holds the discarded client
         if self._state is not LinkState.OFFLINE:
-            _log.warning("%s is offline (%s); retrying in %.1f s", self._ctx, reason, delay_s)
+            _log.warning("%s is offline (%s); retrying in %.1f s", self._ctx, exc, delay_s)
         self._state = LinkState.OFFLINE
 
     def _answered(self) -> None:
         self._backoff.success()
+        self._failure = None
         if self._state is LinkState.OFFLINE:
             _log.info("%s recovered", self._ctx)
         self._state = LinkState.CONNECTED
