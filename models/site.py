@@ -563,10 +563,10 @@ class Zone(_Model):
         default=19.0, ge=5, le=30, description="fail-safe setpoint on missing or stale data [°C]"
     )
     min_setpoint_c: float = Field(
-        default=12.0, ge=5, le=30, description="lowest setpoint ever commanded [°C]"
+        default=12.0, ge=5, le=30, description="no setpoint below this is ever commanded [°C]"
     )
     max_setpoint_c: float = Field(
-        default=24.0, ge=5, le=30, description="highest setpoint ever commanded [°C]"
+        default=24.0, ge=5, le=30, description="no setpoint above this is ever commanded [°C]"
     )
     occupancy: list[OccupancyPeriod] = Field(
         default_factory=list, description="weekly occupancy periods (local time); none: never"
@@ -670,9 +670,15 @@ class InfluxConfig(_Model):
     token_env: str | None = Field(
         default=None, description="environment variable holding the API token"
     )
-    batch_size: int = Field(default=5000, ge=1, description="most lines per write request [lines]")
+    batch_size: int = Field(
+        default=5000,
+        ge=1,
+        description="lines per write request; a batch goes out as soon as this many wait [lines]",
+    )
     flush_interval_s: float = Field(
-        default=5.0, gt=0, description="longest time a line waits in the outbox [s]"
+        default=5.0,
+        gt=0,
+        description="a smaller batch goes out at the latest this long after the previous send [s]",
     )
     outbox_path: str = Field(
         default="var/influx-outbox.sqlite",
@@ -701,7 +707,9 @@ class HistoryConfig(_Model):
         default=15, ge=1, le=1440, description="length of one aggregate bucket [min]"
     )
     aggregate_retention_days: float = Field(
-        default=3650, gt=0, description="aggregates older than this are deleted [days]"
+        default=3650,
+        gt=0,
+        description="aggregate buckets ending before this age are deleted [days]",
     )
     influxdb: InfluxConfig | None = Field(
         default=None, description="optional InfluxDB mirror (see below)"
