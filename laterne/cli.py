@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 import sys
@@ -25,6 +26,7 @@ import typer
 from laterne.controller.clock import ScaledClock, WallClock
 from laterne.models.site import SiteConfig, SiteConfigError, load_site
 
+from .logs import LogLevel, configure_logging
 from .serve import (
     CannotStart,
     influx_token,
@@ -40,6 +42,43 @@ app = typer.Typer(
 log = logging.getLogger("laterne")
 
 SiteFile = Annotated[Path, typer.Argument(help="site configuration (YAML)")]
+LogLevelOption = Annotated[
+    LogLevel,
+    typer.Option(
+        "--log-level",
+        help="Laterne's logging; 'debug' also shows the protocol libraries' own (noisy) logs",
+    ),
+]
+InsecureOption = Annotated[
+    bool,
+    typer.Option(
+        "--insecure-no-auth",
+        help="serve the API on a non-loopback address although it has no authentication yet",
+    ),
+]
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_host(host: str, insecure: bool) -> None:
+    """Refuse a non-loopback API address unless the user says they know it is unprotected."""
+    if _loopback(host) or insecure:
+        return
+    typer.echo(
+        f"--host {host}: refusing to serve the API beyond this machine: it has no "
+        "authentication yet, so anyone who reaches that address could read the site's devices "
+        "and history. Serve it on 127.0.0.1 behind an authenticating proxy, or pass "
+        "--insecure-no-auth on a network you trust.",
+        err=True,
+    )
+    raise typer.Exit(code=2)
 
 
 def _version() -> str:
@@ -110,6 +149,8 @@ def demo(
     hours: Annotated[
         float | None, typer.Option(help="stop after this many simulated hours")
     ] = None,
+    log_level: LogLevelOption = LogLevel.info,
+    insecure_no_auth: InsecureOption = False,
 ) -> None:
     """Run an emulated site, the controller on an accelerated clock, and the API.
 
@@ -117,6 +158,7 @@ def demo(
     served at http://HOST:PORT (docs at /docs). Each run starts with a fresh history (the
     simulated clock restarts): the previous run's history file is moved to <name>.previous.
     """
+    _check_host(host, insecure_no_auth)
     site = _load_or_exit(file)
     influx_token(site)  # refuse before anything starts
     begin = _parse_start(start, site)
@@ -134,9 +176,10 @@ def demo(
             f"  history {history_path} (fresh){moved}\n  Ctrl-C stops."
         )
 
-    _run(
-        serve(site, clock, history_path, host, port, emulate=True, hours=hours, fresh_banner=banner)
+    running = serve(
+        site, clock, history_path, host, port, emulate=True, hours=hours, fresh_banner=banner
     )
+    _run(running, log_level)
 
 
 @app.command()
@@ -145,18 +188,25 @@ def run(
     host: Annotated[str, typer.Option(help="API address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="API port")] = 8000,
     db: Annotated[Path | None, typer.Option(help="SQLite history file")] = None,
+    log_level: LogLevelOption = LogLevel.info,
+    insecure_no_auth: InsecureOption = False,
 ) -> None:
-    """Run the controller against the real devices of a site, in real time."""
+    """Run the controller against the real devices of a site, in real time.
+
+    One controller per site: a second `run` (or `demo`) on the same history is refused.
+    """
+    _check_host(host, insecure_no_auth)
     site = _load_or_exit(file)
     influx_token(site)  # refuse before anything starts
     history_path = db or Path(site.history.path)
-    _run(serve(site, WallClock(), history_path, host, port, emulate=False, hours=None))
+    _run(serve(site, WallClock(), history_path, host, port, emulate=False, hours=None), log_level)
 
 
 @app.command()
 def emulate(
     file: SiteFile,
     speed: Annotated[float, typer.Option(help="simulated seconds per real second")] = 1.0,
+    log_level: LogLevelOption = LogLevel.info,
 ) -> None:
     """Only serve the site's emulated devices (to point another controller or a Modbus tool at).
 
@@ -193,19 +243,12 @@ def emulate(
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
 
-    _run(main())
+    _run(main(), log_level)
 
 
-def _run(coro: Coroutine[Any, Any, None]) -> None:
+def _run(coro: Coroutine[Any, Any, None], log_level: LogLevel = LogLevel.info) -> None:
     """Run ``coro`` with Laterne's logging; a :class:`CannotStart` is one line and exit 1."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # The protocol libraries log every connect and server request; Laterne logs state changes.
-    # asyncua's client logs a full traceback at ERROR ("Publish iteration crashed") whenever a
-    # server goes away, which Laterne's driver already reports once as a quality change.
-    logging.getLogger("asyncua").setLevel(logging.CRITICAL)
-    logging.getLogger("pymodbus").setLevel(logging.ERROR)
+    configure_logging(log_level)
     try:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(coro)

@@ -29,6 +29,7 @@ from laterne.controller.clock import Clock
 from laterne.controller.runtime import Runtime
 from laterne.drivers.factory import build_clients
 from laterne.drivers.influx import InfluxHistory
+from laterne.drivers.lockfile import SiteLock, SiteLocked
 from laterne.drivers.outbox import Outbox
 from laterne.drivers.sqlite_store import SqliteHistory
 from laterne.models.site import SiteConfig
@@ -38,6 +39,7 @@ from laterne.simulations.emulator import EmulatorError, SiteEmulator
 __all__ = [
     "PREVIOUS_SUFFIX",
     "CannotStart",
+    "api_url",
     "influx_token",
     "move_aside",
     "serve",
@@ -161,7 +163,34 @@ async def serve(
     With ``fresh_banner`` (the demo) the history file is moved aside once the emulated site has
     started — a demo already running on the same ports keeps its file — and the banner, told
     where the previous history went, is printed.
+
+    One controller per site: the site's lock (beside the history) is taken first; a second
+    controller on the same history is refused with the running one's PID, before anything else.
     """
+    try:
+        lock = SiteLock(history_path)
+    except SiteLocked as exc:
+        raise CannotStart(
+            f"cannot start: {exc}; stop it first, or give this one another history with --db"
+        ) from None
+    except OSError as exc:
+        raise CannotStart(f"cannot create the site's lock file: {exc}") from None
+    try:
+        await _serve_locked(site, clock, history_path, host, port, emulate, hours, fresh_banner)
+    finally:
+        lock.release()
+
+
+async def _serve_locked(
+    site: SiteConfig,
+    clock: Clock,
+    history_path: Path,
+    host: str,
+    port: int,
+    emulate: bool,
+    hours: float | None,
+    fresh_banner: Callable[[Path | None], str] | None,
+) -> None:
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
     emu = await start_emulator(site, clock) if emulate else None
@@ -184,6 +213,13 @@ async def serve(
     server = uvicorn.Server(
         uvicorn.Config(create_app(runtime), host=host, port=port, log_level="warning")
     )
+    if fresh_banner is None:  # `laterne run`: say where it serves, as the demo's banner does
+        typer.echo(
+            f"Laterne: {site.site.name}: {len(site.devices)} devices, history {history_path}\n"
+            f"  API   {api_url(host, port)}/api/site   docs {api_url(host, port)}/docs\n"
+            "  Ctrl-C or SIGTERM stops."
+        )
+        sys.stdout.flush()
     tasks.append(asyncio.create_task(runtime.run(stop)))
     tasks.append(asyncio.create_task(_report(runtime, clock, stop, site, hours, server)))
     try:
@@ -211,6 +247,12 @@ async def serve(
             influx.close()
             outbox.close()
         history.close()
+
+
+def api_url(host: str, port: int) -> str:
+    """``http://host:port`` with an IPv6 literal in brackets."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
 
 
 def influx_token(site: SiteConfig) -> str | None:

@@ -240,16 +240,24 @@ def test_demo_mirrors_its_history_to_influxdb(tmp_path: Path) -> None:
         influx = {"url": vm.url, "outbox_path": str(tmp_path / "outbox.sqlite")}
         hist = demo.history.model_copy(update={"influxdb": InfluxConfig(**influx)})
         run_demo(tmp_path, demo.model_copy(update={"history": hist}), hours=1)
-        exported = vm.export('{__name__=~"reading_value|command_value"}')
+        con = sqlite3.connect(tmp_path / "h.sqlite")
+        n_readings = con.execute("select count(*) from readings where value is not null")
+        want_readings = n_readings.fetchone()[0]
+        want_commands = con.execute("select count(*) from commands").fetchone()[0]
+        con.close()
+        assert want_readings > 100
+        # The demo has sent everything before it exits; the server makes fresh samples
+        # searchable on its own time (its in-memory buffers): wait on the counts, bounded.
+        deadline = time.monotonic() + 60
+        while True:
+            exported = vm.export('{__name__=~"reading_value|command_value"}')
+            got = (len(exported.get("reading_value", [])), len(exported.get("command_value", [])))
+            if got == (want_readings, want_commands) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)  # polling a real server for a condition, bounded by the deadline
     finally:
         vm.stop()
-    con = sqlite3.connect(tmp_path / "h.sqlite")
-    n_readings = con.execute("select count(*) from readings where value is not null").fetchone()
-    n_commands = con.execute("select count(*) from commands").fetchone()
-    con.close()
-    assert n_readings[0] > 100
-    assert len(exported["reading_value"]) == n_readings[0]
-    assert len(exported["command_value"]) == n_commands[0]
+    assert got == (want_readings, want_commands)
 
 
 def test_demo_refuses_a_missing_influx_token(tmp_path: Path) -> None:
@@ -262,3 +270,92 @@ def test_demo_refuses_a_missing_influx_token(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert "LATERNE_TEST_NO_SUCH_TOKEN is not set" in out.stderr
     assert "Laterne demo" not in out.stdout
+
+
+def test_a_second_controller_on_the_same_site_is_refused_with_the_first_ones_pid(
+    tmp_path: Path,
+) -> None:
+    cfg = write_site(tmp_path, with_free_ports(load_site(DEMO)))
+    history = tmp_path / "h.sqlite"
+    port = _free_port()
+    first = subprocess.Popen(
+        [*LATERNE, "demo", str(cfg), "--port", str(port), "--db", str(history)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and first.poll() is None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)  # waiting for another process to come up
+        assert first.poll() is None, first.communicate()[1]
+        cmd = [*LATERNE, "run", str(cfg), "--port", str(_free_port()), "--db", str(history)]
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert_one_line_error(second, f"another Laterne (PID {first.pid}) is running this site")
+        assert len(second.stderr.splitlines()) == 1, second.stderr
+        assert first.poll() is None  # the first one runs on, untouched
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=30)
+    assert first.returncode == 0
+
+
+@pytest.mark.parametrize("command", ["demo", "run"])
+def test_a_non_loopback_host_needs_the_explicit_insecure_flag(
+    tmp_path: Path, command: str
+) -> None:
+    cfg = write_site(tmp_path, with_free_ports(load_site(DEMO)))
+    out = subprocess.run(
+        [*LATERNE, command, str(cfg), "--host", "0.0.0.0", "--db", str(tmp_path / "h.sqlite")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "no authentication yet" in out.stderr and "--insecure-no-auth" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "h.sqlite").exists()  # refused before anything started
+
+
+def test_run_prints_where_its_api_is(tmp_path: Path) -> None:
+    site = with_free_ports(load_site(DEMO))
+    cfg = write_site(tmp_path, site)
+    port = _free_port()
+    emu = subprocess.Popen(
+        [*LATERNE, "emulate", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert emu.stdout is not None
+    try:
+        assert emu.stdout.readline().startswith("emulating")
+        proc = subprocess.Popen(
+            [*LATERNE, "run", str(cfg), "--port", str(port), "--db", str(tmp_path / "h.sqlite")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None
+        try:
+            banner = [proc.stdout.readline() for _ in range(2)]
+            assert f"API   http://127.0.0.1:{port}/api/site" in banner[1], banner
+            deadline = time.monotonic() + 60
+            health = None
+            while time.monotonic() < deadline:
+                try:
+                    health = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).json()
+                    if health["cycle"] >= 1:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.2)  # waiting for another process's first cycle
+            assert health is not None and health["loop"]["cycles"] >= 1
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=30)
+        assert proc.returncode == 0
+    finally:
+        emu.send_signal(signal.SIGTERM)
+        emu.communicate(timeout=30)

@@ -4,14 +4,17 @@ history mirrors and compaction."""
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
+from laterne.api.app import create_app
 from laterne.controller.clock import ManualClock
 from laterne.controller.runtime import COMPACT_EVERY_S, Runtime
 from laterne.drivers.errors import DeviceOffline, WriteMismatch
@@ -221,3 +224,51 @@ async def test_history_status_reports_file_and_mirrors(setup) -> None:  # type: 
     status = runtime.history_status()
     assert status.sqlite_bytes > 0
     assert status.mirrors[0].pending_lines == len(mirror.readings) > 0
+
+
+class _BrokenPolicy:
+    """A policy with a bug: every step raises."""
+
+    def __init__(self, real: object) -> None:
+        self.real = real
+
+    def step(self, *_args: object) -> None:
+        raise RuntimeError("bug in the policy")
+
+
+async def _run_until(runtime: Runtime, done: Callable[[], bool]) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(runtime.run(stop))
+    for _ in range(10_000):
+        if done():
+            break
+        await asyncio.sleep(0)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+
+
+async def test_health_tells_failing_then_stalled_then_ok(setup) -> None:  # type: ignore[no-untyped-def]
+    _clock, _devices, _history, _mirror, runtime = setup
+    app = create_app(runtime)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        await _run_until(runtime, lambda: runtime.loop_status().cycles >= 2)
+        assert (await http.get("/api/health")).json()["status"] == "ok"
+
+        real = runtime.policy
+        runtime.policy = _BrokenPolicy(real)  # type: ignore[assignment]
+        await _run_until(runtime, lambda: runtime.loop_status().consecutive_failures >= 1)
+        r = await http.get("/api/health")
+        assert (r.status_code, r.json()["status"]) == (200, "failing")
+        assert "RuntimeError: bug in the policy" in r.json()["loop"]["last_error"]
+
+        await _run_until(runtime, lambda: runtime.loop_status().consecutive_failures >= 4)
+        r = await http.get("/api/health")
+        assert (r.status_code, r.json()["status"]) == (503, "stalled")
+        # the devices were still polled while deciding failed
+        assert runtime.device_states["counter-north"].quality is Quality.GOOD
+
+        runtime.policy = real
+        await _run_until(runtime, lambda: runtime.loop_status().consecutive_failures == 0)
+        r = await http.get("/api/health")
+        assert (r.status_code, r.json()["status"]) == (200, "ok")
