@@ -134,8 +134,13 @@ class StoreQueue:
         self._wake.set()
         self._ensure_task()
 
+    def _inflight_readings(self) -> int:
+        return sum(len(e.items) for e in self._inflight if e.kind == "readings")
+
     def _enforce_bounds(self) -> None:
-        while self._readings > self._max_readings:
+        """Drop the oldest *queued* readings beyond the bound (a batch being written is not
+        touched; if its write fails it is queued again and the bound applies to it too)."""
+        while self._readings - self._inflight_readings() > self._max_readings:
             idx = next((i for i, e in enumerate(self._queue) if e.kind == "readings"), None)
             if idx is None:
                 break
@@ -255,6 +260,7 @@ class StoreQueue:
             except Exception as exc:  # a store failure of any kind: keep the batch, retry
                 self._queue.extendleft(reversed(batch))
                 self._inflight = []
+                self._enforce_bounds()
                 self._failed(exc)
                 self._progress.set()
                 await self._sleep(delay_s)
