@@ -14,9 +14,11 @@ Units are in the field names: ``rated_power_w``, ``dim_pct``, ``setpoint_c``, ``
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import time
 from itertools import pairwise
@@ -946,15 +948,36 @@ def parse_site(text: str, file: str = "<string>", base_dir: Path | None = None) 
         on characters YAML does not allow, YAML syntax errors, duplicate keys, schema errors and
         broken cross-references, each with its line.
     """
+    with _gc_paused():
+        try:
+            data, lines = read_yaml(text)
+        except YamlProblems as exc:
+            raise SiteConfigError(
+                file, [ConfigIssue(p.path, p.message, p.line) for p in exc.problems]
+            ) from None
+        if not isinstance(data, dict):
+            raise SiteConfigError(
+                file, [ConfigIssue((), "expected a mapping at the top level", 1)]
+            )
+        return validate_site(data, file, lines, base_dir)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a site is built.
+
+    Loading creates hundreds of thousands of objects and no reference cycles; with the collector
+    on, its passes over the growing heap cost more than the parse itself and grow faster than the
+    file (a 6.6 MB file: 7.5 s with it, 3.0 s without). Memory is still freed by reference
+    counting; the collector is switched back on afterwards if, and only if, it was on before.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
     try:
-        data, lines = read_yaml(text)
-    except YamlProblems as exc:
-        raise SiteConfigError(
-            file, [ConfigIssue(p.path, p.message, p.line) for p in exc.problems]
-        ) from None
-    if not isinstance(data, dict):
-        raise SiteConfigError(file, [ConfigIssue((), "expected a mapping at the top level", 1)])
-    return validate_site(data, file, lines, base_dir)
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def validate_site(
@@ -970,7 +993,8 @@ def validate_site(
     ``base_dir`` (the site file's folder) and must exist.
     """
     try:
-        cfg = SiteConfig.model_validate(data)
+        with _gc_paused():
+            cfg = SiteConfig.model_validate(data)
     except ValidationError as exc:
         issues = []
         for err in exc.errors(include_url=False, include_context=False, include_input=False):

@@ -20,7 +20,7 @@ plain scalar is resolved once per distinct text.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,37 +184,41 @@ def _bad_character(text: str, index: int) -> YamlProblem:
     return YamlProblem((), f"{what} at offset {offset}: {hint}", line)
 
 
-def _plain_scalars(loader: yaml.SafeLoader) -> Callable[[str, Any], Any]:
-    """A function typing a plain (unquoted, untagged) scalar exactly as the safe loader does:
-    the first implicit resolver whose pattern matches gives the tag, its constructor the value.
-    Results other than strings are cached by text."""
-    table: dict[Any, list[tuple[str, re.Pattern[str]]]] = type(loader).yaml_implicit_resolvers
-    wildcard = table.get(None, [])
-    by_first: dict[str, list[tuple[str, re.Pattern[str]]]] = {}
-    constructors = type(loader).yaml_constructors
-    cache: dict[str, Any] = {}
+class _PlainScalars:
+    """Types a plain (unquoted, untagged) scalar exactly as the safe loader does: the first
+    implicit resolver whose pattern matches gives the tag, its constructor the value. The
+    resolvers that apply are looked up once per first character; values other than strings are
+    cached by text (a district repeats the same few numbers thousands of times)."""
 
-    def typed(value: str, mark: Any) -> Any:
-        first = value[:1]
-        candidates = by_first.get(first)
-        if candidates is None:
-            candidates = by_first[first] = table.get(first, []) + wildcard
-        if not candidates:
-            return value
+    __slots__ = ("_cache", "_constructors", "_loader", "_table", "_wildcard", "by_first")
+
+    def __init__(self, loader: yaml.SafeLoader) -> None:
+        self._loader = loader
+        self._table: dict[Any, list[tuple[str, re.Pattern[str]]]] = (
+            type(loader).yaml_implicit_resolvers
+        )
+        self._wildcard = self._table.get(None, [])
+        self._constructors = type(loader).yaml_constructors
+        self._cache: dict[str, Any] = {}
+        #: first character -> the resolvers to try (empty: always a string)
+        self.by_first: dict[str, list[tuple[str, re.Pattern[str]]]] = {}
+
+    def candidates(self, first: str) -> list[tuple[str, re.Pattern[str]]]:
+        found = self.by_first[first] = self._table.get(first, []) + self._wildcard
+        return found
+
+    def typed(self, value: str, candidates: list[tuple[str, re.Pattern[str]]], mark: Any) -> Any:
         tag = next((t for t, regexp in candidates if regexp.match(value)), _STR)
         if tag == _STR:
             return value
         if tag == _MERGE_TAG:
             return _MERGE
-        try:
+        cache = self._cache
+        if value in cache:
             return cache[value]
-        except KeyError:
-            pass
-        result = constructors[tag](loader, ScalarNode(tag, value, mark, mark))
+        result = self._constructors[tag](self._loader, ScalarNode(tag, value, mark, mark))
         cache[value] = result
         return result
-
-    return typed
 
 
 class _Stop(Exception):
@@ -259,9 +263,14 @@ def read_yaml(text: str) -> tuple[Any, Lines]:
 
 
 def _build(loader: yaml.SafeLoader, problems: list[YamlProblem]) -> tuple[Any, _LineEntry | None]:
-    """The event loop of :func:`read_yaml` (iterative: nesting depth costs no recursion)."""
+    """The event loop of :func:`read_yaml` (iterative: nesting depth costs no recursion).
+
+    This is the hot path of loading a site: a scalar (most events) is typed and placed into its
+    parent inline; only mappings, sequences and aliases go through the general placement below.
+    """
     get_event = loader.get_event
-    plain = _plain_scalars(loader)
+    plain = _PlainScalars(loader)
+    by_first = plain.by_first
     constructors = type(loader).yaml_constructors
     stack: list[_Frame] = []
     anchors: dict[str, tuple[Any, _LineEntry, int]] = {}  # name -> value, lines, expanded size
@@ -270,6 +279,11 @@ def _build(loader: yaml.SafeLoader, problems: list[YamlProblem]) -> tuple[Any, _
     documents = 0
     root: Any = None
     root_lines: _LineEntry | None = None
+    parent: _Frame | None = None  # stack[-1]
+    containers = (dict, list)
+    scalar_event, alias_event = ScalarEvent, AliasEvent
+    map_start, seq_start = MappingStartEvent, SequenceStartEvent
+    map_end, seq_end = MappingEndEvent, SequenceEndEvent
 
     def path_here() -> tuple[str | int, ...]:
         out: list[str | int] = []
@@ -282,48 +296,88 @@ def _build(loader: yaml.SafeLoader, problems: list[YamlProblem]) -> tuple[Any, _
                 out.append(len(f.data))
         return tuple(out)
 
+    def explicit(raw: str, tag: str, line: int, mark: Any) -> Any:
+        """A scalar with a tag of its own (``!!str 5``, ``!!binary ...``), or a problem."""
+        if tag == "!" or tag == _STR:
+            return raw
+        if tag not in constructors:
+            problems.append(YamlProblem(path_here(), f"unknown tag {tag!r}", line))
+            return raw
+        try:
+            return constructors[tag](loader, ScalarNode(tag, raw, mark, None))
+        except (yaml.YAMLError, ValueError, TypeError, KeyError) as exc:
+            problems.append(YamlProblem(path_here(), f"cannot read {raw!r} as {tag}: {exc}", line))
+            return raw
+
     while True:
         event = get_event()  # type: ignore[no-untyped-call]
         cls = event.__class__
-        # ---- one value complete: value, size, line, lines entry
-        if cls is ScalarEvent:
+        if cls is scalar_event:  # ---------------------------------------- the hot path
             count += 1
-            line = event.start_mark.line + 1
+            mark = event.start_mark
+            line = mark.line + 1
+            value: Any = event.value
             tag = event.tag
-            raw: str = event.value
-            if tag is None and event.implicit[0]:
-                try:
-                    value: Any = plain(raw, event.start_mark)
-                except (yaml.YAMLError, ValueError, TypeError, KeyError) as exc:
-                    problems.append(YamlProblem(path_here(), f"cannot read {raw!r}: {exc}", line))
-                    value = raw
-            elif tag is None or tag == "!" or tag == _STR:
-                value = raw
-            elif tag in constructors and tag is not None:
-                try:
-                    value = constructors[tag](loader, ScalarNode(tag, raw, event.start_mark, None))
-                except (yaml.YAMLError, ValueError, TypeError, KeyError) as exc:
-                    problems.append(
-                        YamlProblem(path_here(), f"cannot read {raw!r} as {tag}: {exc}", line)
-                    )
-                    value = raw
+            if tag is None:
+                if event.implicit[0]:  # plain: typed by the resolvers
+                    first = value[:1]
+                    candidates = by_first.get(first)
+                    if candidates is None:
+                        candidates = plain.candidates(first)
+                    if candidates:
+                        raw = value
+                        try:
+                            value = plain.typed(raw, candidates, mark)
+                        except (yaml.YAMLError, ValueError, TypeError, KeyError) as exc:
+                            problems.append(
+                                YamlProblem(path_here(), f"cannot read {raw!r}: {exc}", line)
+                            )
+                        if value is _MERGE and (
+                            parent is None or not parent.is_map or parent.key is not _NO_KEY
+                        ):
+                            problems.append(
+                                YamlProblem(
+                                    path_here(), "'<<' is a merge key, not a value; quote it", line
+                                )
+                            )
+                            value = raw
             else:
-                problems.append(YamlProblem(path_here(), f"unknown tag {tag!r}", line))
-                value = raw
-            if value is _MERGE and not (stack and stack[-1].is_map and stack[-1].key is _NO_KEY):
-                problems.append(
-                    YamlProblem(path_here(), "'<<' is a merge key, not a value; quote it", line)
-                )
-                value = raw
-            entry: _LineEntry = line
-            size = 1
+                value = explicit(value, tag, line, mark)
             if event.anchor is not None:
-                anchors[event.anchor] = (value, entry, 1)
-        elif cls is MappingStartEvent or cls is SequenceStartEvent:
+                anchors[event.anchor] = (value, line, 1)
+            if parent is None:
+                root, root_lines = value, line
+            elif not parent.is_map:
+                parent.data.append(value)
+                parent.children.append(line)
+            else:
+                key = parent.key
+                if key is _NO_KEY:
+                    parent.key = value
+                    parent.key_line = line
+                    continue
+                parent.key = _NO_KEY
+                if key is _BAD_KEY:
+                    continue
+                if key is _MERGE:
+                    if parent.merges is None:
+                        parent.merges = []
+                    parent.merges.append((value, line, parent.key_line))
+                    continue
+                data = parent.data
+                if key in data:
+                    problems.append(
+                        YamlProblem((*path_here(), key), f"duplicate key {key!r}", parent.key_line)
+                    )
+                data[key] = value
+                parent.children[key] = parent.key_line
+            continue
+        # ---- a mapping or sequence starts or ends, an alias, or the document structure
+        if cls is map_start or cls is seq_start:
             count += 1
             line = event.start_mark.line + 1
             tag = event.tag
-            plain_tag = _MAP if cls is MappingStartEvent else _SEQ
+            plain_tag = _MAP if cls is map_start else _SEQ
             if tag is not None and tag != "!" and tag != plain_tag:
                 raise _Stop(
                     YamlProblem(
@@ -335,20 +389,21 @@ def _build(loader: yaml.SafeLoader, problems: list[YamlProblem]) -> tuple[Any, _
                 )
             if event.anchor is not None:
                 open_anchors.add(event.anchor)
-            stack.append(_Frame(cls is MappingStartEvent, line, event.anchor, count))
+            parent = _Frame(cls is map_start, line, event.anchor, count)
+            stack.append(parent)
             continue
-        elif cls is MappingEndEvent or cls is SequenceEndEvent:
+        if cls is map_end or cls is seq_end:
             frame = stack.pop()
+            parent = stack[-1] if stack else None
             value = frame.data
             if frame.merges is not None:
                 value, frame.children = _merged(frame)
             line = frame.line
-            entry = (line, frame.children)
-            size = count - frame.start_count + 1
+            entry: _LineEntry = (line, frame.children)
             if frame.anchor is not None:
                 open_anchors.discard(frame.anchor)
-                anchors[frame.anchor] = (value, entry, size)
-        elif cls is AliasEvent:
+                anchors[frame.anchor] = (value, entry, count - frame.start_count + 1)
+        elif cls is alias_event:
             line = event.start_mark.line + 1
             name = event.anchor
             if name in open_anchors:
@@ -387,21 +442,21 @@ def _build(loader: yaml.SafeLoader, problems: list[YamlProblem]) -> tuple[Any, _
         else:  # stream start, document end
             continue
 
-        # ---- place the value into its parent
-        if not stack:
+        # ---- place a mapping, sequence or alias into its parent
+        if parent is None:
             root, root_lines = value, entry
             continue
-        parent = stack[-1]
         if not parent.is_map:
             parent.data.append(value)
             parent.children.append(entry)
             continue
         key = parent.key
         if key is _NO_KEY:  # this value is a key
-            if isinstance(value, dict | list):
+            if isinstance(value, containers):
                 problems.append(
                     YamlProblem(
-                        path_here(), "a mapping key must be a single value, not a mapping or list",
+                        path_here(),
+                        "a mapping key must be a single value, not a mapping or list",
                         line,
                     )
                 )
