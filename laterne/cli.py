@@ -272,5 +272,10 @@ def _parse_start(start: str | None, site: SiteConfig) -> datetime:
     return t.astimezone(UTC)
 
 
+from .opcua_cli import register  # noqa: E402  (the OPC-UA commands: browse, opcua-cert)
+
+register(app)
+
+
 def main() -> None:
     app()
