@@ -780,15 +780,18 @@ class SiteConfigError(Exception):
 
 
 def _cross_check(cfg: SiteConfig) -> Iterator[ConfigIssue]:
+    """Every broken reference and every conflict between entries, in one pass over each list
+    (dictionaries by id and by point, so the work grows linearly with the site)."""
     ids: dict[str, int] = {}
+    known_profiles = ""
     for i, d in enumerate(cfg.devices):
         if d.id in ids:
             yield ConfigIssue(("devices", i, "id"), f"duplicate device id {d.id!r}")
         ids[d.id] = i
         if d.profile not in cfg.profiles:
+            known_profiles = known_profiles or ", ".join(sorted(cfg.profiles))  # sorted once
             yield ConfigIssue(
-                ("devices", i, "profile"),
-                f"unknown profile {d.profile!r}; known: {', '.join(sorted(cfg.profiles))}",
+                ("devices", i, "profile"), f"unknown profile {d.profile!r}; known: {known_profiles}"
             )
             continue
         proto = cfg.profiles[d.profile].protocol

@@ -221,6 +221,13 @@ class _PlainScalars:
         return result
 
 
+def _short(text: str, *, quote: bool = True, limit: int = 60) -> str:
+    """``text`` (quoted), cut to about ``limit`` characters: a value may be megabytes long."""
+    shown = text if len(text) <= limit else text[:limit]
+    shown = repr(shown) if quote else shown
+    return shown if len(text) <= limit else f"{shown}… ({len(text):,} characters)"
+
+
 class _Stop(Exception):
     """Raised inside the event loop to stop at a problem that makes the rest meaningless."""
 
@@ -306,7 +313,8 @@ def _build(loader: yaml.SafeLoader, problems: list[YamlProblem]) -> tuple[Any, _
         try:
             return constructors[tag](loader, ScalarNode(tag, raw, mark, None))
         except (yaml.YAMLError, ValueError, TypeError, KeyError) as exc:
-            problems.append(YamlProblem(path_here(), f"cannot read {raw!r} as {tag}: {exc}", line))
+            message = f"cannot read {_short(raw)} as {tag}: {_short(str(exc), quote=False)}"
+            problems.append(YamlProblem(path_here(), message, line))
             return raw
 
     while True:
@@ -329,9 +337,8 @@ def _build(loader: yaml.SafeLoader, problems: list[YamlProblem]) -> tuple[Any, _
                         try:
                             value = plain.typed(raw, candidates, mark)
                         except (yaml.YAMLError, ValueError, TypeError, KeyError) as exc:
-                            problems.append(
-                                YamlProblem(path_here(), f"cannot read {raw!r}: {exc}", line)
-                            )
+                            message = f"cannot read {_short(raw)}: {_short(str(exc), quote=False)}"
+                            problems.append(YamlProblem(path_here(), message, line))
                         if value is _MERGE and (
                             parent is None or not parent.is_map or parent.key is not _NO_KEY
                         ):

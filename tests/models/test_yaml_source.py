@@ -162,3 +162,16 @@ def test_alias_bomb_is_refused_without_expanding_it() -> None:
 
 def test_empty_document_is_none() -> None:
     assert read_yaml("# nothing\n")[0] is None
+
+
+def test_a_huge_value_is_cut_in_the_message() -> None:
+    [(_path, line, message)] = problems("a:\n  b: !!int " + "9" * 10_000 + "\n")
+    assert line == 2
+    assert message.startswith("cannot read '" + "9" * 60 + "'… (10,000 characters) as ")
+    assert len(message) < 300
+
+
+@pytest.mark.skipif(not getattr(yaml, "__with_libyaml__", False), reason="libyaml's limit")
+def test_deep_nesting_is_a_problem_not_a_crash() -> None:
+    [(_path, line, message)] = problems("a: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    assert (line, message) == (1, "YAML syntax: exceeded maximum nesting depth")
