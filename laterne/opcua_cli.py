@@ -180,7 +180,8 @@ def _as_text(result: BrowseResult, depth: int) -> str:
             lines.append(f"  object    {path}")
         lines.append(f'            node: "{n.node_id_uri}"   or   "{n.node_id}"')
     more = "; more below (raise --depth or --max-nodes)" if result.truncated else ""
-    lines += ["", f"{len(result.nodes)} nodes{more}"]
+    count = len(result.nodes)
+    lines += ["", f"{count} node{'' if count == 1 else 's'}{more}"]
     return "\n".join(lines)
 
 
