@@ -274,7 +274,8 @@ class DeviceProfile(_Model):
                     "write_function single (function code 06) writes one register; use "
                     "write_function: multiple, or a 16-bit type"
                 )
-        if self.protocol == "opcua" and "write_function" in self.model_fields_set:
+        if self.protocol == "opcua" and self.write_function != "multiple":
+            # (the default may appear in a dumped config; only `single` would mean something)
             raise ValueError("write_function is for modbus profiles only")
         if self.protocol == "modbus":
             _check_overlaps(self.points)
