@@ -207,7 +207,11 @@ class CertificateRejected(DeviceRefused):
     def __init__(self, reason: str, context: str = "", code: int | None = None) -> None:
         self.code = code
         self.reason = reason
-        hint = UA_CERTIFICATE_CODES.get(code, _TRUST_US) if code is not None else _TRUST_US
+        if code is None:  # the channel was refused before any status code could say why
+            hint = f"{_TRUST_US}; if the site pins server_certificate, check it is still the "
+            hint += "server's own (`laterne browse URL --save-server-certificate FILE`)"
+        else:
+            hint = UA_CERTIFICATE_CODES.get(code, _TRUST_US)
         prefix = f"{context}: " if context else ""
         super().__init__(f"{prefix}the server refused our client certificate ({reason}): {hint}")
 
