@@ -16,6 +16,8 @@ from laterne.models.layout import SiteLayout
 from laterne.models.site import PointRef
 from laterne.models.values import BoolArray, FloatArray, Observation, PointReading, Quality
 
+from .sun import sun_elevation_deg
+
 __all__ = ["ReadingKey", "build_observation", "usable"]
 
 ReadingKey = tuple[str, str]  # (device_id, point)
@@ -55,6 +57,7 @@ def build_observation(
     now: datetime,
     stale_after_s: float,
 ) -> Observation:
+    """The observation at ``now``, the sun's elevation at the site included."""
     counts, counts_ok = _gather(layout.channels, latest, now, stale_after_s)
     temps, temps_ok = _gather(layout.zone_temperature, latest, now, stale_after_s)
     _dims, seg_ok = _gather(layout.seg_controller, latest, now, stale_after_s)
@@ -67,4 +70,5 @@ def build_observation(
         zone_ok=temps_ok,
         segment_ok=seg_ok,
         outdoor_temp_c=outdoor,
+        sun_elevation_deg=sun_elevation_deg(layout, now),
     )

@@ -37,12 +37,12 @@ from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
-from astral import Observer
-from astral.sun import elevation
 
 from laterne.models.layout import SiteLayout
 from laterne.models.site import PolicyParams
 from laterne.models.values import BoolArray, Commands, FloatArray, Observation, Reason
+
+from .sun import sun_elevation_deg
 
 __all__ = ["MAX_PLAUSIBLE_FLOW_VEH_H", "Policy", "PolicyState", "sun_elevation_deg"]
 
@@ -64,11 +64,6 @@ class PolicyState:
     band_since_s: FloatArray  # when the segment entered its band [s since epoch], NaN: none
     zone_occupied: BoolArray
     sun_elevation_deg: float = float("nan")
-
-
-def sun_elevation_deg(layout: SiteLayout, now: datetime) -> float:
-    """Apparent solar elevation at the site [°], refraction included."""
-    return float(elevation(Observer(layout.latitude_deg, layout.longitude_deg), now))
 
 
 @dataclass(frozen=True, eq=False)
@@ -162,7 +157,9 @@ class Policy:
         )
         wish = lay.band_dim_pct[rows, band]
         wish = np.where(seg_known, wish, np.nan)
-        sun_deg = sun_elevation_deg(lay, now)
+        sun_deg = obs.sun_elevation_deg
+        if not np.isfinite(sun_deg):  # an observation built without the sun: compute it here
+            sun_deg = sun_elevation_deg(lay, now)
         daylight = sun_deg > par.daylight_elevation_deg
         dim = np.zeros(seg_n) if daylight else wish
         dim_reason = np.full(seg_n, Reason.DAYLIGHT if daylight else Reason.TRAFFIC, dtype=np.int8)

@@ -40,6 +40,8 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Protocol
 
+import numpy as np
+
 from laterne.drivers.base import DeviceClient
 from laterne.drivers.codec import readback_tolerance
 from laterne.drivers.errors import CommunicationError, DriverError, InvalidCommand
@@ -59,6 +61,7 @@ from laterne.models.snapshot import (
 from laterne.models.values import (
     Commands,
     DeviceState,
+    Override,
     PointReading,
     PointWrite,
     Quality,
@@ -66,6 +69,7 @@ from laterne.models.values import (
 )
 
 from .clock import Clock
+from .cycle import ControlPolicy, decide
 from .health import (
     age_device_state,
     age_reading,
@@ -77,7 +81,7 @@ from .observe import ReadingKey, build_observation
 from .policy import Policy, PolicyState
 from .recorder import HistorySink, Recorder, StoreQueue
 from .resume import ResumeRefused, dump_state, layout_fingerprint, load_state
-from .safety import SafetyViolation, apply_safety, within_bounds
+from .safety import override_arrays
 from .snapshot import build_snapshot
 
 __all__ = [
@@ -184,13 +188,19 @@ class Runtime:
         history: SqliteHistory,
         clock: Clock,
         mirrors: Sequence[HistoryMirror] = (),
+        *,
+        layout: SiteLayout | None = None,
+        policy: ControlPolicy[PolicyState] | None = None,
     ) -> None:
         missing = {d.id for d in site.devices} - set(clients)
         if missing:
             raise ValueError(f"no client for devices: {', '.join(sorted(missing))}")
         self.site = site
-        self.layout = SiteLayout.from_config(site)
-        self.policy = Policy(self.layout, site.policy)
+        self.layout = layout if layout is not None else SiteLayout.from_config(site)
+        self.policy: ControlPolicy[PolicyState] = (
+            policy if policy is not None else Policy(self.layout, site.policy)
+        )
+        self._overrides: tuple[Override, ...] = ()
         self._clients = clients
         self._history = history
         self._mirrors = tuple(mirrors)
@@ -357,10 +367,17 @@ class Runtime:
         self._age(now)
 
         obs = build_observation(self.layout, self._latest, now, self.site.policy.stale_after_s)
-        state, wish = self.policy.step(self._state, obs, now)
-        safe = apply_safety(self.layout, self.site.policy, wish, obs, self._commands)
-        if not within_bounds(self.layout, safe):  # the filter's postcondition, checked again
-            raise SafetyViolation(f"commands outside bounds: {safe}")
+        decision = decide(
+            self.policy,
+            self.layout,
+            self.site.policy,
+            self._state,
+            obs,
+            now,
+            overrides=self._overrides,
+            last_written=self._last_written(),
+        )
+        state, safe = decision.state, decision.commands
         self._state, self._commands = state, safe
         t2 = time.perf_counter()
         records = await self._write_all(commands_to_writes(self.layout, safe), now)
@@ -419,6 +436,39 @@ class Runtime:
             except Exception as exc:  # one client that fails to close must not keep the others
                 log.debug("closing %s: %s", c.device_id, exc)
         await self._recorder.close(CLOSE_FLUSH_S)
+
+    def set_overrides(self, overrides: Sequence[Override]) -> None:
+        """The overrides the next cycles apply (each only while in force); replaces the old set.
+
+        Raises
+        ------
+        UnknownOverrideTarget
+            one names a segment or zone this site does not have (nothing is changed).
+        """
+        override_arrays(self.layout, overrides, self._clock.now())  # refuses unknown targets
+        self._overrides = tuple(overrides)
+
+    @property
+    def overrides(self) -> tuple[Override, ...]:
+        return self._overrides
+
+    def _last_written(self) -> Commands:
+        """What each segment controller and zone setpoint was last sent (NaN: nothing yet)."""
+        lay = self.layout
+        dim = np.array(
+            [self._written.get((r.device, r.point), np.nan) for r in lay.seg_controller],
+            dtype=float,
+        )
+        sp = np.array(
+            [self._written.get((r.device, r.point), np.nan) for r in lay.zone_setpoint],
+            dtype=float,
+        )
+        return Commands(
+            dim_pct=dim,
+            dim_reason=np.zeros(lay.n_segments, dtype=np.int8),
+            setpoint_c=sp,
+            setpoint_reason=np.zeros(lay.n_zones, dtype=np.int8),
+        )
 
     # ------------------------------------------------------------------ loop bookkeeping
 

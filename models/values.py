@@ -22,6 +22,7 @@ __all__ = [
     "DeviceState",
     "FloatArray",
     "Observation",
+    "Override",
     "PointReading",
     "PointWrite",
     "Quality",
@@ -106,6 +107,8 @@ class Observation:
     zone_ok : True where the zone's temperature is GOOD
     segment_ok : True where the segment controller answered (its command can be written)
     outdoor_temp_c : per building [°C], NaN where unknown
+    sun_elevation_deg : apparent solar elevation at the site at ``ts`` [°]; the shell computes it
+        (the simulator from an ephemeris precomputed for the whole run), NaN: not given
     """
 
     ts: datetime
@@ -115,6 +118,28 @@ class Observation:
     zone_ok: BoolArray
     segment_ok: BoolArray
     outdoor_temp_c: FloatArray = field(default_factory=lambda: np.zeros(0))
+    sun_elevation_deg: float = float("nan")
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """A person's decision that replaces the policy for one segment or zone, for a while.
+
+    ``target`` is ``"segment"`` (``id`` a segment id, ``value`` a dim level [%]) or ``"zone"``
+    (``id`` ``"building.zone"``, ``value`` a setpoint [°C]). In force for ``start <= now < end``
+    (aware UTC). The safety filter applies it (see ``controller/safety.py`` for precedence).
+    """
+
+    target: str
+    id: str
+    value: float
+    start: datetime
+    end: datetime
+    reason: str = ""
+    author: str = ""
+
+    def active(self, now: datetime) -> bool:
+        return self.start <= now < self.end
 
 
 @dataclass(frozen=True)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 
-from laterne.controller.safety import apply_safety, within_bounds
+from laterne.controller.safety import UnknownOverrideTarget, apply_safety, within_bounds
 from laterne.models.layout import SiteLayout
 from laterne.models.site import PolicyParams, SiteConfig
-from laterne.models.values import Commands, Observation, Reason
+from laterne.models.values import Commands, Observation, Override, Reason
 
 NOW = datetime(2026, 11, 25, 23, 0, tzinfo=UTC)
 NAN = float("nan")
@@ -100,3 +100,68 @@ def test_filter_does_not_mutate_its_input(demo_layout: SiteLayout, demo_site: Si
 def test_within_bounds_detects_violation(demo_layout: SiteLayout) -> None:
     assert not within_bounds(demo_layout, cmds([10, 50, 50], [21, 18]))  # 10 < min 20
     assert not within_bounds(demo_layout, cmds([50, 50, 50], [25, 18]))
+
+
+# -- overrides ------------------------------------------------------------------------------------
+
+
+def _override(target: str, id_: str, value: float, start_h: float, end_h: float) -> Override:
+    return Override(
+        target, id_, value, NOW + timedelta(hours=start_h), NOW + timedelta(hours=end_h),
+        reason="street festival", author="energy manager",
+    )  # fmt: skip
+
+
+def test_an_override_beats_policy_and_failsafe_but_not_the_bounds(
+    demo_layout: SiteLayout, demo_site: SiteConfig
+) -> None:
+    overrides = [
+        _override("segment", "bahnhofstr", 100.0, -1, 1),  # in force
+        _override("segment", "elberfelder", 5.0, -1, 1),  # below min_dim_pct 20: clamped
+        _override("segment", "lindenweg", 100.0, 1, 2),  # not yet
+        _override("zone", "school.gym", 21.0, -1, 1),  # zone temperature unknown: still 21
+    ]
+    wish = cmds([NAN, 50, 30], [16, 14])
+    out = apply_safety(
+        demo_layout, demo_site.policy, wish, obs([True, False]), None, now=NOW, overrides=overrides
+    )
+    assert out.dim_pct.tolist() == [100, 20, 30]
+    assert out.dim_reason.tolist() == [Reason.OVERRIDE, Reason.CLAMPED, Reason.TRAFFIC]
+    assert out.setpoint_c.tolist() == [16, 21]
+    assert out.setpoint_reason.tolist() == [Reason.OCCUPIED, Reason.OVERRIDE]
+
+
+def test_an_override_ends_at_its_end_and_the_later_of_two_wins(
+    demo_layout: SiteLayout, demo_site: SiteConfig
+) -> None:
+    overrides = [
+        _override("segment", "bahnhofstr", 100.0, -2, 0),  # ended exactly now
+        _override("segment", "elberfelder", 80.0, -2, 1),
+        _override("segment", "elberfelder", 60.0, -1, 1),  # started later: wins
+    ]
+    out = apply_safety(
+        demo_layout, demo_site.policy, cmds([30, 30, 30], [21, 18]), obs([True, True]), None,
+        now=NOW, overrides=overrides,
+    )  # fmt: skip
+    assert out.dim_pct.tolist() == [30, 60, 30]
+
+
+def test_an_override_for_an_unknown_segment_is_refused(
+    demo_layout: SiteLayout, demo_site: SiteConfig
+) -> None:
+    with pytest.raises(UnknownOverrideTarget, match="nowhere"):
+        apply_safety(
+            demo_layout, demo_site.policy, cmds([30, 30, 30], [21, 18]), obs([True, True]), None,
+            now=NOW, overrides=[_override("segment", "nowhere", 50, -1, 1)],
+        )  # fmt: skip
+
+
+def test_the_ramp_starts_from_what_was_written_not_from_nothing(
+    demo_layout: SiteLayout, demo_site: SiteConfig
+) -> None:
+    params = demo_site.policy.model_copy(update={"max_dim_step_pct": 10})
+    written = cmds([80, NAN, 50], [21, 18])  # elberfelder: never written (a failed write)
+    wish = cmds([30, 30, 30], [21, 18])
+    out = apply_safety(demo_layout, params, wish, obs([True, True]), written)
+    assert out.dim_pct.tolist() == [70, 30, 40]
+    assert out.dim_reason.tolist() == [Reason.RAMPED, Reason.TRAFFIC, Reason.RAMPED]
