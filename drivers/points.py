@@ -37,8 +37,7 @@ def reading_from_value(
     """A GOOD reading, or a FAULTY one if ``value`` is not finite or outside ``[min, max]``."""
     if not math.isfinite(value):
         return faulty_reading(device_id, point, now, f"value {value!r} is not finite")
-    lo = spec.min if spec.min is not None else -math.inf
-    hi = spec.max if spec.max is not None else math.inf
+    lo, hi = spec.bounds
     if not lo <= value <= hi:
         unit = f" {spec.unit}" if spec.unit else ""
         return faulty_reading(
@@ -65,8 +64,7 @@ def check_command(
     if not spec.writable:
         raise NotWritable(f"{device_id}: point {point!r} is read-only")
     # the site model guarantees min and max for writable points
-    lo = spec.min if spec.min is not None else -math.inf
-    hi = spec.max if spec.max is not None else math.inf
+    lo, hi = spec.bounds
     if not lo <= value <= hi:  # False for NaN as well
         raise OutOfBounds(point, value, lo, hi, context=device_id)
     return spec

@@ -15,6 +15,7 @@ Units are in the field names: ``rated_power_w``, ``dim_pct``, ``setpoint_c``, ``
 from __future__ import annotations
 
 import gc
+import math
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -193,8 +194,7 @@ class PointSpec(_Model):
         if self.writable and (self.min is None or self.max is None):
             raise ValueError("a writable point needs min and max (its command bounds)")
         if self.failsafe is not None:
-            lo = self.min if self.min is not None else float("-inf")
-            hi = self.max if self.max is not None else float("inf")
+            lo, hi = self.bounds
             if not lo <= self.failsafe <= hi:
                 raise ValueError(f"failsafe {self.failsafe} is outside [{self.min}, {self.max}]")
         if self.bit is not None and (self.table not in ("holding", "input") or self.type != "u16"):
@@ -210,6 +210,17 @@ class PointSpec(_Model):
         if self.kind == "counter" and self.type not in ("u16", "u32", "u64", "f32", "f64"):
             raise ValueError("a counter must be u16, u32, u64 (wrapping) or f32/f64 (not wrapping)")
         return self
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """``(min, max)`` in ``unit``, with ``-inf``/``+inf`` for an open end.
+
+        The one place the open-bounds idiom lives: every "is this value within the point's
+        range" check (readings, commands, failsafe, the layout's clamp bounds) reads it here.
+        """
+        lo = self.min if self.min is not None else -math.inf
+        hi = self.max if self.max is not None else math.inf
+        return lo, hi
 
     @property
     def register_count(self) -> int:
