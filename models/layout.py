@@ -8,23 +8,72 @@ site's limits and the device profile's limits, so the safety filter checks one p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from functools import cached_property
+from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
 
-from .site import PointRef, SiteConfig
+from .site import PointRef, PointSpec, SiteConfig
 from .values import BoolArray, FloatArray
 
-__all__ = ["WEEKDAYS", "SiteLayout"]
+__all__ = ["WEEKDAYS", "ActuatorGroup", "SiteLayout", "day_type_of", "occupied_now"]
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 IdxArray = npt.NDArray[np.intp]
 
 
-def _wrap_of(type_: str) -> float:
-    return {"u16": 2.0**16, "u32": 2.0**32, "u64": 2.0**64}.get(type_, 0.0)
+#: the raw modulus of each unsigned counter type; f32/f64 counters do not wrap
+_RAW_WRAP = {"u16": 2.0**16, "u32": 2.0**32, "u64": 2.0**64}
+
+
+def _wrap_of(spec: PointSpec) -> float:
+    """The modulus of a counter in engineering units (what the policy subtracts), 0: no wrap.
+
+    The raw register wraps at ``2**bits``; the engineering value is ``raw * scale + offset``, so
+    a step of one raw unit is ``scale`` units and the value wraps at ``2**bits * |scale|`` (the
+    offset cancels in a difference). A u16 counter with ``scale: 10`` wraps at 655,360.
+    """
+    return _RAW_WRAP.get(spec.type, 0.0) * abs(spec.scale)
+
+
+@dataclass(frozen=True, eq=False)
+class ActuatorGroup:
+    """One kind of command, as data: which points it writes and the rules the safety filter
+    applies to it, per element. ``target`` is what an override names (``segment``/``zone``);
+    ``max_step_param`` names the :class:`PolicyParams` field that limits its change per cycle
+    (None: not ramped). ``off_allowed``: 0 is a legal command (switched off) below ``lo``."""
+
+    name: str
+    target: str
+    ids: tuple[str, ...]
+    refs: tuple[PointRef, ...]
+    lo: FloatArray
+    hi: FloatArray
+    failsafe: FloatArray
+    off_allowed: BoolArray
+    max_step_param: str | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.ids)
+
+
+def day_type_of(layout: SiteLayout, local_day: date) -> int:
+    """The day type of a local date: a special day's type, else its weekday (0 = Monday)."""
+    return layout.special_days.get(local_day, local_day.weekday())
+
+
+def occupied_now(layout: SiteLayout, now: datetime) -> BoolArray:
+    """Per zone: occupied at ``now`` (aware) by its schedule, in the site's local time."""
+    local = now.astimezone(layout.timezone)
+    day = day_type_of(layout, local.date())
+    occupied: BoolArray = layout.zone_occupancy[:, day, local.hour * 60 + local.minute]
+    return occupied
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,7 +101,7 @@ class SiteLayout:
     band_class: tuple[tuple[str, ...], ...]
     # counter channels
     channels: tuple[PointRef, ...]
-    channel_wrap: FloatArray  # modulus of the counter, 0 = does not wrap
+    channel_wrap: FloatArray  # modulus of the counter in its unit (2**bits × |scale|), 0: none
     pair_segment: IdxArray  # channel -> segment pairs (a channel may feed several segments)
     pair_channel: IdxArray
     # zones
@@ -65,13 +114,47 @@ class SiteLayout:
     zone_default_c: FloatArray
     zone_min_c: FloatArray
     zone_max_c: FloatArray
-    zone_occupancy: BoolArray  # (Z, 7, 1440): occupied by weekday and local minute
+    zone_occupancy: BoolArray  # (Z, T, 1440): occupied by day type and local minute
     zone_area_m2: FloatArray
     # buildings
     building_ids: tuple[str, ...]
     building_outdoor: tuple[PointRef | None, ...]
     building_power: tuple[PointRef | None, ...]
     building_energy: tuple[PointRef | None, ...]
+    # calendar: the day types of ``zone_occupancy`` (the weekdays, then any special ones, e.g.
+    # "holiday") and the dates that are not their weekday's type (date -> day-type index)
+    day_types: tuple[str, ...] = WEEKDAYS
+    special_days: Mapping[date, int] = field(default_factory=lambda: MappingProxyType({}))
+
+    @cached_property
+    def actuators(self) -> Mapping[str, ActuatorGroup]:
+        """The command groups of the site, in write order: ``dim`` per segment, ``setpoint``
+        per zone. The safety filter and the writes are generic over these."""
+        groups = {
+            "dim": ActuatorGroup(
+                name="dim",
+                target="segment",
+                ids=self.segment_ids,
+                refs=self.seg_controller,
+                lo=self.seg_min_dim_pct,
+                hi=self.seg_max_dim_pct,
+                failsafe=self.seg_failsafe_dim_pct,
+                off_allowed=self.seg_off_allowed,
+                max_step_param="max_dim_step_pct",
+            ),
+            "setpoint": ActuatorGroup(
+                name="setpoint",
+                target="zone",
+                ids=self.zone_ids,
+                refs=self.zone_setpoint,
+                lo=self.zone_min_c,
+                hi=self.zone_max_c,
+                failsafe=self.zone_default_c,
+                off_allowed=np.zeros(len(self.zone_ids), dtype=bool),
+                max_step_param=None,
+            ),
+        }
+        return MappingProxyType(groups)
 
     @property
     def n_segments(self) -> int:
@@ -104,8 +187,9 @@ class SiteLayout:
                 band_flow[i, j] = b.min_flow_veh_h
                 band_dim[i, j] = b.dim_pct
             spec = cfg.point(s.controller)
-            seg_min[i] = max(s.min_dim_pct, spec.min if spec.min is not None else -np.inf)
-            seg_max[i] = min(s.max_dim_pct, spec.max if spec.max is not None else np.inf)
+            lo, hi = spec.bounds
+            seg_min[i] = max(s.min_dim_pct, lo)
+            seg_max[i] = min(s.max_dim_pct, hi)
             seg_off[i] = spec.min is None or spec.min <= 0
             for ref in s.counters:
                 key = (ref.device, ref.point)
@@ -125,8 +209,9 @@ class SiteLayout:
                 for day in period.days:
                     occ[k, WEEKDAYS.index(day), period.start_minute : period.end_minute] = True
             spec = cfg.point(z.setpoint)
-            z_min[k] = max(z.min_setpoint_c, spec.min if spec.min is not None else -np.inf)
-            z_max[k] = min(z.max_setpoint_c, spec.max if spec.max is not None else np.inf)
+            lo, hi = spec.bounds
+            z_min[k] = max(z.min_setpoint_c, lo)
+            z_max[k] = min(z.max_setpoint_c, hi)
 
         return cls(
             site_name=cfg.site.name,
@@ -150,7 +235,7 @@ class SiteLayout:
             band_dim_pct=band_dim,
             band_class=tuple(tuple(b.lighting_class for b in s.bands) for s in segs),
             channels=tuple(channels),
-            channel_wrap=np.array([_wrap_of(cfg.point(c).type) for c in channels], dtype=float),
+            channel_wrap=np.array([_wrap_of(cfg.point(c)) for c in channels], dtype=float),
             pair_segment=np.array(pair_s, dtype=np.intp),
             pair_channel=np.array(pair_c, dtype=np.intp),
             zone_ids=tuple(f"{b.id}.{z.id}" for _bi, b, z in zones),

@@ -664,8 +664,7 @@ class SiteEmulator:
             value = float(raw) * spec.scale + spec.offset
         if not math.isfinite(value):
             return None
-        lo = spec.min if spec.min is not None else -math.inf
-        hi = spec.max if spec.max is not None else math.inf
+        lo, hi = spec.bounds
         return min(max(value, lo), hi)
 
     def _measurements(self) -> dict[Source, FloatArray]:
