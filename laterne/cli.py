@@ -16,7 +16,6 @@ import signal
 import sys
 from collections.abc import Coroutine
 from datetime import UTC, datetime, time
-from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
@@ -25,6 +24,7 @@ import typer
 
 from laterne.controller.clock import ScaledClock, WallClock
 from laterne.models.site import SiteConfig, SiteConfigError, load_site
+from laterne.models.version import version as installed_version
 
 from .logs import LogLevel, configure_logging
 from .serve import (
@@ -82,10 +82,7 @@ def _check_host(host: str, insecure: bool) -> None:
 
 
 def _version() -> str:
-    try:
-        return metadata.version("laterne")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+    return installed_version()
 
 
 def _print_version(value: bool) -> None:
