@@ -24,8 +24,17 @@ cannot step the lights down on the strength of a few minutes of counts. The band
 (0 %). A segment whose flow is unknown or stale gets NaN, which the safety filter turns into the
 segment's fail-safe level; its band starts afresh when the flow is known again.
 
-Heating. A zone is occupied when its weekly schedule (local time of the site) says so; occupied
-zones get their comfort setpoint, the others their setback setpoint.
+Heating. A zone is occupied when its schedule says so for the local time of the site and the
+day's type (its weekday, or a special day such as a holiday: ``SiteLayout.special_days``);
+occupied zones get their comfort setpoint, the others their setback setpoint. A zone whose
+temperature is not GOOD gets NaN: the one fail-safe pattern, the safety filter turns every NaN
+into the actuator's fail-safe value.
+
+Stages. ``step`` is the named pure stages below, in order, each with explicit inputs:
+:func:`estimate_flow`, :func:`select_band` (with the ``forecast`` slot: the band follows the
+larger of the measured and the forecast flow), :func:`daylight_off`, :func:`scheduled_heating`.
+The array code works on the trailing axis (segments, channels, zones), so a leading scenario axis
+broadcasts: baselines and parameter sweeps can share one time loop.
 
 A step never mutates its inputs; a step that raises leaves the caller's state as it was.
 """
@@ -38,13 +47,32 @@ from datetime import datetime
 import numpy as np
 import numpy.typing as npt
 
-from laterne.models.layout import SiteLayout
+from laterne.models.layout import SiteLayout, occupied_now
 from laterne.models.site import PolicyParams
-from laterne.models.values import BoolArray, Commands, FloatArray, Observation, Reason
+from laterne.models.values import (
+    BoolArray,
+    Commands,
+    FloatArray,
+    IntArray,
+    Observation,
+    Reason,
+)
 
 from .sun import sun_elevation_deg
 
-__all__ = ["MAX_PLAUSIBLE_FLOW_VEH_H", "Policy", "PolicyState", "sun_elevation_deg"]
+__all__ = [
+    "MAX_PLAUSIBLE_FLOW_VEH_H",
+    "FlowEstimate",
+    "Forecast",
+    "Policy",
+    "PolicyState",
+    "daylight_off",
+    "estimate_flow",
+    "scheduled_heating",
+    "select_band",
+    "sum_to_segments",
+    "sun_elevation_deg",
+]
 
 #: a channel rate above this is a counter reset or a glitch, not traffic [veh/h]
 MAX_PLAUSIBLE_FLOW_VEH_H = 20_000.0
@@ -66,9 +94,160 @@ class PolicyState:
     sun_elevation_deg: float = float("nan")
 
 
+@dataclass(frozen=True)
+class Forecast:
+    """What the policy may know of the coming interval: a demand forecast per segment.
+
+    ``segment_flow_veh_h`` is the expected flow [veh/h] (NaN where there is none). The lighting
+    band follows the larger of the measured and the forecast flow: more light is the safe side.
+    """
+
+    segment_flow_veh_h: FloatArray
+
+
+@dataclass(frozen=True)
+class FlowEstimate:
+    """The traffic stage's output: per channel (C) the updated estimate, per segment (S) the
+    flow and whether it is known and warm. Leading scenario axes broadcast."""
+
+    last_count_veh: FloatArray
+    last_count_s: FloatArray
+    flow_veh_h: FloatArray
+    flow_s: FloatArray
+    flow_span_s: FloatArray
+    segment_flow_veh_h: FloatArray  # NaN where unknown or stale
+    segment_known: BoolArray
+    segment_cold: BoolArray  # a channel of the segment covers less than the flow window
+
+
+def sum_to_segments(layout: SiteLayout, per_channel: FloatArray) -> FloatArray:
+    """Sum channel values (..., C) into the segments they feed (..., S)."""
+    if per_channel.ndim == 1:
+        return np.bincount(
+            layout.pair_segment,
+            weights=per_channel[layout.pair_channel],
+            minlength=layout.n_segments,
+        ).astype(float)
+    out = np.zeros((*per_channel.shape[:-1], layout.n_segments))
+    np.add.at(out, (Ellipsis, layout.pair_segment), per_channel[..., layout.pair_channel])  # type: ignore[arg-type]
+    return out
+
+
+def estimate_flow(
+    layout: SiteLayout,
+    params: PolicyParams,
+    state: PolicyState,
+    counter_veh: FloatArray,
+    counter_ok: BoolArray,
+    t_s: float,
+) -> FlowEstimate:
+    """Counts → per-channel rates (modulo the counter's wrap) → smoothed flows → per segment.
+
+    Until an estimate covers ``flow_window_s`` it is the running mean since it started, then an
+    exponential average of that time constant; a channel without a good rate for longer than
+    ``stale_after_s`` starts over.
+    """
+    good = counter_ok & np.isfinite(counter_veh)
+    dt_s = t_s - state.last_count_s
+    delta = counter_veh - state.last_count_veh
+    wrap = layout.channel_wrap
+    delta = np.where(wrap > 0, np.mod(delta, np.where(wrap > 0, wrap, 1.0)), delta)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = delta / dt_s * 3600.0
+    rate_ok = good & (dt_s > 0) & np.isfinite(rate) & (rate >= 0)
+    rate_ok &= rate <= MAX_PLAUSIBLE_FLOW_VEH_H
+    expired = ~(t_s - state.flow_s <= params.stale_after_s)  # also true before the first
+    prev = np.where(expired, np.nan, state.flow_veh_h)
+    span = np.where(expired, 0.0, state.flow_span_s)
+    dt_pos = np.where(dt_s > 0, dt_s, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        alpha = np.where(
+            span + dt_pos < params.flow_window_s,
+            dt_pos / (span + dt_pos),  # warm-up: the running mean since the start
+            1.0 - np.exp(-dt_pos / params.flow_window_s),
+        )
+    smoothed = np.where(np.isfinite(prev), prev + alpha * (rate - prev), rate)
+    flow = np.where(rate_ok, smoothed, prev)
+    flow_s = np.where(rate_ok, t_s, state.flow_s)
+    flow_span = np.where(rate_ok, span + dt_pos, span)
+
+    fresh = np.isfinite(flow) & (t_s - flow_s <= params.stale_after_s)
+    seg_flow = sum_to_segments(layout, np.where(fresh, flow, 0.0))
+    missing = sum_to_segments(layout, (~fresh).astype(float))
+    cold = sum_to_segments(layout, (flow_span < params.flow_window_s).astype(float))
+    known = layout.seg_has_counter & (missing == 0)
+    return FlowEstimate(
+        last_count_veh=np.where(good, counter_veh, state.last_count_veh),
+        last_count_s=np.where(good, t_s, state.last_count_s),
+        flow_veh_h=flow,
+        flow_s=flow_s,
+        flow_span_s=flow_span,
+        segment_flow_veh_h=np.where(known, seg_flow, np.nan).astype(float),
+        segment_known=known,
+        segment_cold=cold > 0,
+    )
+
+
+def select_band(
+    layout: SiteLayout,
+    params: PolicyParams,
+    flow: FlowEstimate,
+    band: npt.NDArray[np.intp],
+    band_since_s: FloatArray,
+    t_s: float,
+    forecast_veh_h: FloatArray | None = None,
+) -> tuple[npt.NDArray[np.intp], FloatArray, FloatArray]:
+    """The lighting band per segment, with hysteresis: (band, band_since_s, dim wish [%]).
+
+    Up a band at once; down only when the flow is ``band_hysteresis_pct`` below the current
+    band's threshold, the band was held ``min_band_hold_s``, and the estimate is warm. The wish is
+    NaN where the flow is unknown (the safety filter's fail-safe).
+    """
+    known = flow.segment_known
+    q = np.where(known, flow.segment_flow_veh_h, 0.0)
+    if forecast_veh_h is not None:
+        q = np.where(np.isfinite(forecast_veh_h), np.fmax(q, forecast_veh_h), q)
+    table = layout.band_min_flow_veh_h  # (S, B)
+    thresholds = np.broadcast_to(table, (*q.shape, table.shape[-1]))
+    candidate = np.maximum((thresholds <= q[..., None]).sum(axis=-1) - 1, 0)
+    had = known & np.isfinite(band_since_s)
+    current = np.where(had, band, candidate).astype(np.intp)
+    current_min = np.take_along_axis(thresholds, current[..., None], axis=-1)[..., 0]
+    below = q < current_min * (1 - params.band_hysteresis_pct / 100)
+    may_drop = below & (t_s - band_since_s >= params.min_band_hold_s) & ~flow.segment_cold
+    new_band = np.where(
+        candidate > current, candidate, np.where(may_drop, candidate, current)
+    ).astype(np.intp)
+    since = np.where(known, np.where(had & (new_band == current), band_since_s, t_s), np.nan)
+    levels = np.broadcast_to(layout.band_dim_pct, thresholds.shape)
+    wish = np.take_along_axis(levels, new_band[..., None], axis=-1)[..., 0]
+    return new_band, since, np.where(known, wish, np.nan)
+
+
+def daylight_off(
+    params: PolicyParams, wish: FloatArray, sun_deg: float
+) -> tuple[FloatArray, IntArray]:
+    """Off (0 %) while the sun is above ``daylight_elevation_deg``, else the wish."""
+    if sun_deg > params.daylight_elevation_deg:
+        return np.zeros_like(wish), np.full(wish.shape, Reason.DAYLIGHT, dtype=np.int8)
+    return wish, np.full(wish.shape, Reason.TRAFFIC, dtype=np.int8)
+
+
+def scheduled_heating(
+    layout: SiteLayout, now: datetime, zone_ok: BoolArray
+) -> tuple[FloatArray, IntArray, BoolArray]:
+    """Comfort setpoint while the zone's schedule says occupied (local time, by day type), else
+    setback; NaN where the zone's temperature is not known (the safety filter's default)."""
+    occupied = occupied_now(layout, now)
+    setpoint = np.where(occupied, layout.zone_occupied_c, layout.zone_setback_c)
+    reason = np.where(occupied, Reason.OCCUPIED, Reason.SETBACK).astype(np.int8)
+    return np.where(zone_ok, setpoint, np.nan), reason, occupied
+
+
 @dataclass(frozen=True, eq=False)
 class Policy:
-    """Traffic-adaptive lighting and scheduled heating for one site."""
+    """Traffic-adaptive lighting and scheduled heating for one site: the named stages above,
+    in order (flow estimate → band → daylight; heating), on the layout's arrays."""
 
     layout: SiteLayout
     params: PolicyParams
@@ -89,98 +268,41 @@ class Policy:
         )
 
     def step(
-        self, state: PolicyState, obs: Observation, now: datetime
+        self,
+        state: PolicyState,
+        obs: Observation,
+        now: datetime,
+        forecast: Forecast | None = None,
     ) -> tuple[PolicyState, Commands]:
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
         lay, par = self.layout, self.params
         t_s = now.timestamp()
-
-        # --- traffic: counts -> channel rates -> smoothed flows --------------------------
-        good = obs.counter_ok & np.isfinite(obs.counter_veh)
-        dt_s = t_s - state.last_count_s
-        delta = obs.counter_veh - state.last_count_veh
-        wrap = lay.channel_wrap
-        delta = np.where(wrap > 0, np.mod(delta, np.where(wrap > 0, wrap, 1.0)), delta)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rate = delta / dt_s * 3600.0
-        rate_ok = good & (dt_s > 0) & np.isfinite(rate) & (rate >= 0)
-        rate_ok &= rate <= MAX_PLAUSIBLE_FLOW_VEH_H
-        expired = ~(t_s - state.flow_s <= par.stale_after_s)  # also true before the first
-        prev = np.where(expired, np.nan, state.flow_veh_h)
-        span = np.where(expired, 0.0, state.flow_span_s)
-        dt_pos = np.where(dt_s > 0, dt_s, 0.0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            alpha = np.where(
-                span + dt_pos < par.flow_window_s,
-                dt_pos / (span + dt_pos),  # warm-up: the running mean since the start
-                1.0 - np.exp(-dt_pos / par.flow_window_s),
-            )
-        smoothed = np.where(np.isfinite(prev), prev + alpha * (rate - prev), rate)
-        flow = np.where(rate_ok, smoothed, prev)
-        flow_s = np.where(rate_ok, t_s, state.flow_s)
-        flow_span = np.where(rate_ok, span + dt_pos, span)
-        last_count = np.where(good, obs.counter_veh, state.last_count_veh)
-        last_count_s = np.where(good, t_s, state.last_count_s)
-
-        fresh = np.isfinite(flow) & (t_s - flow_s <= par.stale_after_s)
-        seg_n = lay.n_segments
-        seg_flow = np.bincount(
-            lay.pair_segment, weights=np.where(fresh, flow, 0.0)[lay.pair_channel], minlength=seg_n
+        flow = estimate_flow(lay, par, state, obs.counter_veh, obs.counter_ok, t_s)
+        band, band_since, wish = select_band(
+            lay,
+            par,
+            flow,
+            state.segment_band,
+            state.band_since_s,
+            t_s,
+            None if forecast is None else forecast.segment_flow_veh_h,
         )
-        missing = np.bincount(
-            lay.pair_segment, weights=(~fresh)[lay.pair_channel].astype(float), minlength=seg_n
-        )
-        seg_known = lay.seg_has_counter & (missing == 0)
-        seg_flow_veh_h: FloatArray = np.where(seg_known, seg_flow, np.nan).astype(float)
-
-        # --- lighting: band per segment, daylight off ------------------------------------
-        q = np.where(seg_known, seg_flow_veh_h, 0.0)
-        rows = np.arange(seg_n)
-        reached = lay.band_min_flow_veh_h <= q[:, None]
-        candidate = np.maximum(reached.sum(axis=1) - 1, 0)
-        had = seg_known & np.isfinite(state.band_since_s)
-        current = np.where(had, state.segment_band, candidate).astype(np.intp)
-        held_s = t_s - state.band_since_s
-        below = q < lay.band_min_flow_veh_h[rows, current] * (1 - par.band_hysteresis_pct / 100)
-        cold = np.bincount(
-            lay.pair_segment,
-            weights=(flow_span < par.flow_window_s)[lay.pair_channel].astype(float),
-            minlength=seg_n,
-        )
-        may_drop = below & (held_s >= par.min_band_hold_s) & (cold == 0)
-        band = np.where(
-            candidate > current, candidate, np.where(may_drop, candidate, current)
-        ).astype(np.intp)
-        band_since = np.where(
-            seg_known, np.where(had & (band == current), state.band_since_s, t_s), np.nan
-        )
-        wish = lay.band_dim_pct[rows, band]
-        wish = np.where(seg_known, wish, np.nan)
         sun_deg = obs.sun_elevation_deg
         if not np.isfinite(sun_deg):  # an observation built without the sun: compute it here
             sun_deg = sun_elevation_deg(lay, now)
-        daylight = sun_deg > par.daylight_elevation_deg
-        dim = np.zeros(seg_n) if daylight else wish
-        dim_reason = np.full(seg_n, Reason.DAYLIGHT if daylight else Reason.TRAFFIC, dtype=np.int8)
-
-        # --- heating: schedule in local time ----------------------------------------------
-        local = now.astimezone(lay.timezone)
-        minute = local.hour * 60 + local.minute
-        occupied = lay.zone_occupancy[:, local.weekday(), minute]
-        setpoint = np.where(occupied, lay.zone_occupied_c, lay.zone_setback_c)
-        sp_reason = np.where(occupied, Reason.OCCUPIED, Reason.SETBACK).astype(np.int8)
-
+        dim, dim_reason = daylight_off(par, wish, sun_deg)
+        setpoint, sp_reason, occupied = scheduled_heating(lay, now, obs.zone_ok)
         new_state = replace(
             state,
-            last_count_veh=last_count,
-            last_count_s=last_count_s,
-            flow_veh_h=flow,
-            flow_s=flow_s,
-            flow_span_s=flow_span,
+            last_count_veh=flow.last_count_veh,
+            last_count_s=flow.last_count_s,
+            flow_veh_h=flow.flow_veh_h,
+            flow_s=flow.flow_s,
+            flow_span_s=flow.flow_span_s,
             band_since_s=band_since,
             sun_elevation_deg=sun_deg,
-            segment_flow_veh_h=seg_flow_veh_h,
+            segment_flow_veh_h=flow.segment_flow_veh_h,
             segment_band=band,
             zone_occupied=occupied,
         )

@@ -59,6 +59,7 @@ from laterne.models.snapshot import (
     SiteSnapshot,
 )
 from laterne.models.values import (
+    ActuatorCommand,
     Commands,
     DeviceState,
     Override,
@@ -137,17 +138,14 @@ class CycleReport:
 
 
 def commands_to_writes(layout: SiteLayout, cmds: Commands) -> list[PointWrite]:
-    """One write per segment controller and per zone setpoint, in engineering units."""
-    out = [
-        PointWrite(ref.device, ref.point, float(v), Reason(int(r)).label)
-        for ref, v, r in zip(layout.seg_controller, cmds.dim_pct, cmds.dim_reason, strict=True)
-    ]
-    out += [
-        PointWrite(ref.device, ref.point, float(v), Reason(int(r)).label)
-        for ref, v, r in zip(
-            layout.zone_setpoint, cmds.setpoint_c, cmds.setpoint_reason, strict=True
-        )
-    ]
+    """One write per element of every actuator group, in engineering units, group by group."""
+    out: list[PointWrite] = []
+    for name, group in layout.actuators.items():
+        g = cmds.group(name)
+        out += [
+            PointWrite(ref.device, ref.point, float(v), Reason(int(r)).label)
+            for ref, v, r in zip(group.refs, g.values, g.reasons, strict=True)
+        ]
     return out
 
 
@@ -453,22 +451,14 @@ class Runtime:
         return self._overrides
 
     def _last_written(self) -> Commands:
-        """What each segment controller and zone setpoint was last sent (NaN: nothing yet)."""
-        lay = self.layout
-        dim = np.array(
-            [self._written.get((r.device, r.point), np.nan) for r in lay.seg_controller],
-            dtype=float,
-        )
-        sp = np.array(
-            [self._written.get((r.device, r.point), np.nan) for r in lay.zone_setpoint],
-            dtype=float,
-        )
-        return Commands(
-            dim_pct=dim,
-            dim_reason=np.zeros(lay.n_segments, dtype=np.int8),
-            setpoint_c=sp,
-            setpoint_reason=np.zeros(lay.n_zones, dtype=np.int8),
-        )
+        """What each actuator's point was last sent (NaN: nothing yet), per group."""
+        groups = {}
+        for name, group in self.layout.actuators.items():
+            values = np.array(
+                [self._written.get((r.device, r.point), np.nan) for r in group.refs], dtype=float
+            )
+            groups[name] = ActuatorCommand(values, np.zeros(group.size, dtype=np.int8))
+        return Commands(groups=groups)
 
     # ------------------------------------------------------------------ loop bookkeeping
 

@@ -9,18 +9,22 @@ All datetimes are timezone-aware UTC.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum, StrEnum
+from types import MappingProxyType
 
 import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "ActuatorCommand",
     "BoolArray",
     "Commands",
     "DeviceState",
     "FloatArray",
+    "IntArray",
     "Observation",
     "Override",
     "PointReading",
@@ -143,10 +147,76 @@ class Override:
 
 
 @dataclass(frozen=True)
-class Commands:
-    """Desired outputs of one cycle, indexed like the layout, with a reason code for each."""
+class ActuatorCommand:
+    """The values of one actuator group (in its unit, e.g. [%] or [°C]) with a reason code each."""
 
-    dim_pct: FloatArray  # per segment [%]
-    dim_reason: IntArray
-    setpoint_c: FloatArray  # per zone [°C]
-    setpoint_reason: IntArray
+    values: FloatArray
+    reasons: IntArray
+
+
+class Commands:
+    """Desired outputs of one cycle: one :class:`ActuatorCommand` per actuator group of the
+    layout (``dim`` per segment [%], ``setpoint`` per zone [°C]), indexed like the layout.
+
+    Actuators are data: ``groups`` maps a group's name to its values, so the safety filter and
+    the writes handle any group the layout declares. ``dim_pct``/``setpoint_c`` and their
+    reasons are the two groups every site has, by name. Immutable.
+    """
+
+    __slots__ = ("_groups",)
+    _groups: Mapping[str, ActuatorCommand]
+
+    def __init__(
+        self,
+        dim_pct: FloatArray | None = None,
+        dim_reason: IntArray | None = None,
+        setpoint_c: FloatArray | None = None,
+        setpoint_reason: IntArray | None = None,
+        *,
+        groups: Mapping[str, ActuatorCommand] | None = None,
+    ) -> None:
+        found = dict(groups or {})
+        if dim_pct is not None:
+            reasons = dim_reason if dim_reason is not None else np.zeros(len(dim_pct), np.int8)
+            found["dim"] = ActuatorCommand(dim_pct, reasons)
+        if setpoint_c is not None:
+            reasons = (
+                setpoint_reason if setpoint_reason is not None
+                else np.zeros(len(setpoint_c), np.int8)
+            )
+            found["setpoint"] = ActuatorCommand(setpoint_c, reasons)
+        object.__setattr__(self, "_groups", MappingProxyType(found))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Commands are immutable")
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v.values.tolist()}" for k, v in self._groups.items())
+        return f"Commands({inner})"
+
+    @property
+    def groups(self) -> Mapping[str, ActuatorCommand]:
+        return self._groups
+
+    def group(self, name: str) -> ActuatorCommand:
+        """The group ``name``; an empty one when these commands have none of it."""
+        found = self._groups.get(name)
+        if found is None:
+            return ActuatorCommand(np.zeros(0), np.zeros(0, dtype=np.int8))
+        return found
+
+    @property
+    def dim_pct(self) -> FloatArray:  # per segment [%]
+        return self.group("dim").values
+
+    @property
+    def dim_reason(self) -> IntArray:
+        return self.group("dim").reasons
+
+    @property
+    def setpoint_c(self) -> FloatArray:  # per zone [°C]
+        return self.group("setpoint").values
+
+    @property
+    def setpoint_reason(self) -> IntArray:
+        return self.group("setpoint").reasons

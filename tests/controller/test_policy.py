@@ -258,3 +258,52 @@ def test_band_hysteresis(
 ) -> None:
     policy = Policy(demo_layout, demo_site.policy.model_copy(update=params))
     assert _flows(policy, demo_layout, flows) == expected
+
+
+def test_a_zone_without_a_good_temperature_gets_no_wish(
+    policy: Policy, demo_layout: SiteLayout
+) -> None:
+    """The one fail-safe pattern: the policy says NaN, the safety filter sets the default."""
+    o = obs(demo_layout, NIGHT, [0, 0, 0, 0])
+    o = Observation(**{**o.__dict__, "zone_ok": np.array([False, True])})
+    _, wish = policy.step(policy.initial_state(), o, NIGHT)
+    assert np.isnan(wish.setpoint_c[0]) and np.isfinite(wish.setpoint_c[1])
+
+
+def test_a_forecast_raises_the_band_but_never_lowers_it(
+    policy: Policy, demo_layout: SiteLayout
+) -> None:
+    from laterne.controller.policy import Forecast
+
+    s = policy.initial_state()
+    s, _ = policy.step(s, obs(demo_layout, NIGHT, [0, 0, 0, 0]), NIGHT)
+    later = NIGHT + timedelta(seconds=300)
+    o = obs(demo_layout, later, [5, 5, 5, 5])  # 60 veh/h per channel
+    plain = policy.step(s, o, later)[1].dim_pct
+    busy = Forecast(np.array([900.0, np.nan, 0.0]))
+    ahead = policy.step(s, o, later, forecast=busy)[1].dim_pct
+    assert ahead[0] == 100.0 and plain[0] < 100.0  # forecast 900 veh/h: the top band
+    assert ahead[1] == plain[1] and ahead[2] == plain[2]  # none, or below the measurement
+
+
+def test_a_leading_scenario_axis_broadcasts(policy: Policy, demo_layout: SiteLayout) -> None:
+    """Two scenarios' counts in one array give each scenario's own single-run flows."""
+    from laterne.controller.policy import estimate_flow
+
+    par = policy.params
+    s0 = policy.initial_state()
+    c0 = np.zeros(4)
+    ok = np.ones(4, dtype=bool)
+    s1 = estimate_flow(demo_layout, par, s0, c0, ok, NIGHT.timestamp())
+    state1 = PolicyState(
+        last_count_veh=s1.last_count_veh, last_count_s=s1.last_count_s,
+        flow_veh_h=s1.flow_veh_h, flow_s=s1.flow_s, flow_span_s=s1.flow_span_s,
+        segment_flow_veh_h=s1.segment_flow_veh_h, segment_band=s0.segment_band,
+        band_since_s=s0.band_since_s, zone_occupied=s0.zone_occupied,
+    )  # fmt: skip
+    counts = np.array([[10.0, 20.0, 30.0, 40.0], [1.0, 2.0, 3.0, 4.0]])
+    t = NIGHT.timestamp() + 3600
+    both = estimate_flow(demo_layout, par, state1, counts, np.ones((2, 4), bool), t)
+    for k in range(2):
+        one = estimate_flow(demo_layout, par, state1, counts[k], ok, t)
+        assert both.segment_flow_veh_h[k].tolist() == one.segment_flow_veh_h.tolist()
