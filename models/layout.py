@@ -173,24 +173,32 @@ class SiteLayout:
         segs = cfg.segments
         s_n = len(segs)
         b_max = max((len(s.bands) for s in segs), default=1)
-        band_flow = np.full((s_n, b_max), np.inf)
-        band_dim = np.zeros((s_n, b_max))
-        seg_min = np.zeros(s_n)
-        seg_max = np.zeros(s_n)
-        seg_off = np.zeros(s_n, dtype=bool)
+        # one array each, padded: a missing band is never reached (+inf) and dims nothing
+        band_flow = np.array(
+            [[b.min_flow_veh_h for b in s.bands] + [np.inf] * (b_max - len(s.bands)) for s in segs],
+            dtype=float,
+        ).reshape(s_n, b_max)
+        band_dim = np.array(
+            [[b.dim_pct for b in s.bands] + [0.0] * (b_max - len(s.bands)) for s in segs],
+            dtype=float,
+        ).reshape(s_n, b_max)
+        # device id -> its profile's points, once (cfg.point per reference costs a private
+        # attribute lookup on the pydantic model each time)
+        points_of = {d.id: cfg.profiles[d.profile].points for d in cfg.devices}
+
+        def point(ref: PointRef) -> PointSpec:
+            return points_of[ref.device][ref.point]
+
+        # the controller's bounds (lo, hi), per segment; 0 % (off) is allowed when lo <= 0
+        ctl = np.array([point(s.controller).bounds for s in segs], dtype=float).reshape(s_n, 2)
+        seg_min = np.maximum(np.array([s.min_dim_pct for s in segs], dtype=float), ctl[:, 0])
+        seg_max = np.minimum(np.array([s.max_dim_pct for s in segs], dtype=float), ctl[:, 1])
+        seg_off = ctl[:, 0] <= 0
         channels: list[PointRef] = []
         chan_index: dict[tuple[str, str], int] = {}
         pair_s: list[int] = []
         pair_c: list[int] = []
         for i, s in enumerate(segs):
-            for j, b in enumerate(s.bands):
-                band_flow[i, j] = b.min_flow_veh_h
-                band_dim[i, j] = b.dim_pct
-            spec = cfg.point(s.controller)
-            lo, hi = spec.bounds
-            seg_min[i] = max(s.min_dim_pct, lo)
-            seg_max[i] = min(s.max_dim_pct, hi)
-            seg_off[i] = spec.min is None or spec.min <= 0
             for ref in s.counters:
                 key = (ref.device, ref.point)
                 if key not in chan_index:
@@ -201,17 +209,28 @@ class SiteLayout:
 
         zones = [(bi, b, z) for bi, b in enumerate(cfg.buildings) for z in b.zones]
         z_n = len(zones)
-        occ = np.zeros((z_n, 7, 1440), dtype=bool)
-        z_min = np.zeros(z_n)
-        z_max = np.zeros(z_n)
-        for k, (_bi, _b, z) in enumerate(zones):
-            for period in z.occupancy:
-                for day in period.days:
-                    occ[k, WEEKDAYS.index(day), period.start_minute : period.end_minute] = True
-            spec = cfg.point(z.setpoint)
-            lo, hi = spec.bounds
-            z_min[k] = max(z.min_setpoint_c, lo)
-            z_max[k] = min(z.max_setpoint_c, hi)
+        # zones share a handful of schedules (school, office, ...): each is drawn once
+        schedule_of: dict[tuple[tuple[tuple[str, ...], str, str], ...], int] = {}
+        masks: list[BoolArray] = []
+        zone_schedule: list[int] = []
+        for _bi, _b, z in zones:
+            key = tuple((tuple(p.days), p.start, p.end) for p in z.occupancy)
+            if key not in schedule_of:
+                mask = np.zeros((7, 1440), dtype=bool)
+                for period in z.occupancy:
+                    for day in period.days:
+                        mask[WEEKDAYS.index(day), period.start_minute : period.end_minute] = True
+                schedule_of[key] = len(masks)
+                masks.append(mask)
+            zone_schedule.append(schedule_of[key])
+        occ = (
+            np.stack(masks)[np.array(zone_schedule, dtype=np.intp)]
+            if masks
+            else np.zeros((0, 7, 1440), dtype=bool)
+        )
+        sp = np.array([point(z.setpoint).bounds for *_, z in zones], dtype=float).reshape(z_n, 2)
+        z_min = np.maximum(np.array([z.min_setpoint_c for *_, z in zones], dtype=float), sp[:, 0])
+        z_max = np.minimum(np.array([z.max_setpoint_c for *_, z in zones], dtype=float), sp[:, 1])
 
         return cls(
             site_name=cfg.site.name,
@@ -235,7 +254,7 @@ class SiteLayout:
             band_dim_pct=band_dim,
             band_class=tuple(tuple(b.lighting_class for b in s.bands) for s in segs),
             channels=tuple(channels),
-            channel_wrap=np.array([_wrap_of(cfg.point(c)) for c in channels], dtype=float),
+            channel_wrap=np.array([_wrap_of(point(c)) for c in channels], dtype=float),
             pair_segment=np.array(pair_s, dtype=np.intp),
             pair_channel=np.array(pair_c, dtype=np.intp),
             zone_ids=tuple(f"{b.id}.{z.id}" for _bi, b, z in zones),
