@@ -1,8 +1,13 @@
 """Turn the latest point readings into the array :class:`Observation` the policy sees.
 
 Rule: pure. A value enters the observation as usable only when its reading is GOOD and not older
-than ``stale_after_s`` at ``now``; anything else is NaN with its ``*_ok`` flag False, so the
-policy and the safety filter can never mistake a stale or faulty value for a measurement.
+than its device's staleness limit at ``now``; anything else is NaN with its ``*_ok`` flag False,
+so the policy and the safety filter can never mistake a stale or faulty value for a measurement.
+
+One staleness rule: the limit is the device's ``stale_after_s`` (``poll_interval_s`` ×
+``stale_after_polls``), the same one device health ages readings and devices with
+(``controller/health.py``). Pass a mapping device id → limit; a single number applies to every
+device (tests, simple simulations).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from laterne.models.values import BoolArray, FloatArray, Observation, PointReadi
 
 from .sun import sun_elevation_deg
 
-__all__ = ["ReadingKey", "build_observation", "usable"]
+__all__ = ["ReadingKey", "StaleLimits", "build_observation", "usable"]
 
 ReadingKey = tuple[str, str]  # (device_id, point)
 
@@ -33,11 +38,20 @@ def usable(reading: PointReading | None, now: datetime, stale_after_s: float) ->
     )
 
 
+StaleLimits = float | Mapping[str, float]
+
+
+def _limit(stale_after_s: StaleLimits, device_id: str) -> float:
+    if isinstance(stale_after_s, int | float):
+        return float(stale_after_s)
+    return stale_after_s[device_id]
+
+
 def _gather(
     refs: Sequence[PointRef | None],
     latest: Mapping[ReadingKey, PointReading],
     now: datetime,
-    stale_after_s: float,
+    stale_after_s: StaleLimits,
 ) -> tuple[FloatArray, BoolArray]:
     values = np.full(len(refs), np.nan)
     ok = np.zeros(len(refs), dtype=bool)
@@ -45,7 +59,7 @@ def _gather(
         if ref is None:
             continue
         r = latest.get((ref.device, ref.point))
-        if r is not None and usable(r, now, stale_after_s):
+        if r is not None and usable(r, now, _limit(stale_after_s, ref.device)):
             values[i] = r.value
             ok[i] = True
     return values, ok
@@ -55,9 +69,10 @@ def build_observation(
     layout: SiteLayout,
     latest: Mapping[ReadingKey, PointReading],
     now: datetime,
-    stale_after_s: float,
+    stale_after_s: StaleLimits,
 ) -> Observation:
-    """The observation at ``now``, the sun's elevation at the site included."""
+    """The observation at ``now``, the sun's elevation at the site included. ``stale_after_s``
+    maps each device id to its staleness limit [s] (or is one limit for all)."""
     counts, counts_ok = _gather(layout.channels, latest, now, stale_after_s)
     temps, temps_ok = _gather(layout.zone_temperature, latest, now, stale_after_s)
     _dims, seg_ok = _gather(layout.seg_controller, latest, now, stale_after_s)

@@ -218,6 +218,7 @@ class Runtime:
             d.id: initial_device_state(d.id, now) for d in site.devices
         }
         self._protocol = {d.id: site.profiles[d.profile].protocol for d in site.devices}
+        self._stale_after_s = {d.id: d.stale_after_s for d in site.devices}  # one rule
         # the history shows every start: each device offline until its first good poll
         for st in self._devices.values():
             self._recorder.device_state(st)
@@ -364,7 +365,7 @@ class Runtime:
         self._recorder.readings(fresh)  # what was seen is kept even if deciding fails
         self._age(now)
 
-        obs = build_observation(self.layout, self._latest, now, self.site.policy.stale_after_s)
+        obs = build_observation(self.layout, self._latest, now, self._stale_after_s)
         decision = decide(
             self.policy,
             self.layout,
