@@ -3,7 +3,12 @@
 Generates a Hagen-sized district (by default 20,000 luminaires in 2,000 segments, 500 counters,
 500 buildings of 2 zones) with :func:`laterne.simulations.generate.district_data`, writes it as
 YAML to a temporary file and times :func:`laterne.models.site.load_site` on it (read, parse,
-schema, cross-references): the median of ``--runs`` runs after one warm-up.
+schema, cross-references) and then :meth:`laterne.models.layout.SiteLayout.from_config` on the
+result (the arrays every cycle uses), as a controller does at start: the medians of ``--runs``
+runs after one warm-up, each step on its own and the two together. The layout is timed right
+after its load, as at a controller's start, so it pays for the collector's first passes over the
+objects of the fresh site (loading runs with the cyclic collector paused); ``layout_alone`` is
+the layout again after a ``gc.collect()`` outside the timing: the difference is that cost.
 
 Usage: python bench/validate_site.py [--segments 2000] [--luminaires 20000] [--counters 500]
                                      [--buildings 500] [--zones 2] [--runs 5]
@@ -12,6 +17,7 @@ Usage: python bench/validate_site.py [--segments 2000] [--luminaires 20000] [--c
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import statistics
@@ -21,6 +27,7 @@ from pathlib import Path
 
 import yaml
 
+from laterne.models.layout import SiteLayout
 from laterne.models.site import load_site
 from laterne.simulations.generate import district_data
 
@@ -50,12 +57,25 @@ def main() -> None:
         )
         size_mb = path.stat().st_size / 1e6
         site = load_site(path)  # warm-up, and the counts below
-        times_s = []
+        layout = SiteLayout.from_config(site)
+        times_s: list[float] = []
+        layout_s: list[float] = []
+        alone_s: list[float] = []
         for _ in range(args.runs):
-            del site  # free the previous result outside the timing
+            del site, layout  # free the previous result outside the timing
             t0 = time.perf_counter()
             site = load_site(path)
-            times_s.append(time.perf_counter() - t0)
+            t1 = time.perf_counter()
+            layout = SiteLayout.from_config(site)
+            t2 = time.perf_counter()
+            times_s.append(t1 - t0)
+            layout_s.append(t2 - t1)
+            del layout
+            gc.collect()
+            t3 = time.perf_counter()
+            layout = SiteLayout.from_config(site)
+            alone_s.append(time.perf_counter() - t3)
+        total_s = [a + b for a, b in zip(times_s, layout_s, strict=True)]
 
     print(
         json.dumps(
@@ -74,6 +94,12 @@ def main() -> None:
                 "load_site_median_s": round(statistics.median(times_s), 3),
                 "load_site_min_s": round(min(times_s), 3),
                 "load_site_max_s": round(max(times_s), 3),
+                "channels": layout.n_channels,
+                "layout_median_s": round(statistics.median(layout_s), 3),
+                "layout_min_s": round(min(layout_s), 3),
+                "layout_max_s": round(max(layout_s), 3),
+                "layout_alone_median_s": round(statistics.median(alone_s), 3),
+                "load_site_and_layout_median_s": round(statistics.median(total_s), 3),
             },
             indent=2,
         )
