@@ -413,9 +413,9 @@ class Runtime:
             try:
                 await self.run_cycle()
             except Exception as exc:  # a bug, not a device problem: keep the site running
-                self._cycle_failed(exc, started)
+                self._cycle_failed(exc, self._clock.now())
             else:
-                self._cycle_succeeded(started)
+                self._cycle_succeeded(self._clock.now())  # when it ended
             spent = (self._clock.now() - started).total_seconds()
             sleeper = asyncio.ensure_future(self._clock.sleep(max(0.0, period - spent)))
             stopper = asyncio.ensure_future(stop.wait())
