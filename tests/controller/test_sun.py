@@ -56,12 +56,13 @@ def test_high_latitudes_and_midnight_agree_with_astral(
     days = ["2026-03-20", "2026-06-21", "2026-09-23", "2026-12-21", "2026-12-31"]
     times = np.concatenate(
         [
-            np.datetime64(f"{d}T00:00:00", "us")
-            + np.arange(-180, 180, 10).astype("timedelta64[m]")
+            np.datetime64(f"{d}T00:00:00", "us") + np.arange(-180, 180, 10).astype("timedelta64[m]")
             for d in days
         ]
-        + [np.datetime64(f"{d}T12:00:00", "us") + np.arange(-720, 720, 10).astype("timedelta64[m]")
-           for d in days]
+        + [
+            np.datetime64(f"{d}T12:00:00", "us") + np.arange(-720, 720, 10).astype("timedelta64[m]")
+            for d in days
+        ]
     )
     times = np.concatenate([times, times + np.timedelta64(59_999_999, "us")])  # 1 µs before
     ours = sun_elevation_series(lat_lon, times)
@@ -70,12 +71,8 @@ def test_high_latitudes_and_midnight_agree_with_astral(
 
 def test_polar_night_and_midnight_sun() -> None:
     svalbard = (78.22, 15.65)
-    dec = np.datetime64("2026-12-21T00:00", "us") + np.arange(0, 1440, 5).astype(
-        "timedelta64[m]"
-    )
-    jun = np.datetime64("2026-06-21T00:00", "us") + np.arange(0, 1440, 5).astype(
-        "timedelta64[m]"
-    )
+    dec = np.datetime64("2026-12-21T00:00", "us") + np.arange(0, 1440, 5).astype("timedelta64[m]")
+    jun = np.datetime64("2026-06-21T00:00", "us") + np.arange(0, 1440, 5).astype("timedelta64[m]")
     assert sun_elevation_series(svalbard, dec).max() < -6  # not even civil twilight at noon
     assert sun_elevation_series(svalbard, jun).min() > 6  # the sun stays up at midnight
 
