@@ -214,15 +214,15 @@ class SiteLayout:
         masks: list[BoolArray] = []
         zone_schedule: list[int] = []
         for _bi, _b, z in zones:
-            key = tuple((tuple(p.days), p.start, p.end) for p in z.occupancy)
-            if key not in schedule_of:
+            schedule = tuple((tuple(p.days), p.start, p.end) for p in z.occupancy)
+            if schedule not in schedule_of:
                 mask = np.zeros((7, 1440), dtype=bool)
                 for period in z.occupancy:
                     for day in period.days:
                         mask[WEEKDAYS.index(day), period.start_minute : period.end_minute] = True
-                schedule_of[key] = len(masks)
+                schedule_of[schedule] = len(masks)
                 masks.append(mask)
-            zone_schedule.append(schedule_of[key])
+            zone_schedule.append(schedule_of[schedule])
         occ = (
             np.stack(masks)[np.array(zone_schedule, dtype=np.intp)]
             if masks
