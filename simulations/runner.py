@@ -159,7 +159,9 @@ class SimulationResult(Generic[S]):
 
 def params_for_step(params: PolicyParams, step_s: float) -> PolicyParams:
     """A site's policy parameters for deciding once every ``step_s`` (see the module's rule)."""
-    ramp = min(100.0, params.max_dim_step_pct * step_s / params.cycle_s)
+    ramp = params.max_dim_step_pct
+    if step_s != params.cycle_s:
+        ramp = min(100.0, ramp * step_s / params.cycle_s)
     return params.model_copy(
         update={
             "cycle_s": float(step_s),
