@@ -12,6 +12,7 @@ device (tests, simple simulations).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
@@ -33,7 +34,7 @@ def usable(reading: PointReading | None, now: datetime, stale_after_s: float) ->
     return (
         reading is not None
         and reading.quality is Quality.GOOD
-        and np.isfinite(reading.value)
+        and math.isfinite(reading.value)
         and (now - reading.ts).total_seconds() <= stale_after_s
     )
 

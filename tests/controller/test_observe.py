@@ -55,11 +55,6 @@ def test_usable(r: PointReading | None, ok: bool) -> None:
     assert usable(r, NOW, LIMIT_S) == ok
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="usable() is annotated -> bool, but for a GOOD non-finite value it answers "
-    "np.isfinite's numpy.bool_ (math.isfinite would give a bool); unmark once fixed",
-)
 def test_usable_answers_a_python_bool() -> None:
     for r in (None, reading(), reading(value=math.nan), reading(quality=Quality.STALE)):
         assert type(usable(r, NOW, LIMIT_S)) is bool
