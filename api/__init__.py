@@ -1,7 +1,7 @@
 """Laterne api layer: the HTTP API and the dashboard page.
 
-Rule: this package reads the site through :class:`laterne.controller.view.SiteView` only and never
-imports ``laterne.drivers``.
+Rule: this package reads the site through
+:class:`laterne.controller.readmodel.SiteReadModel` only and never imports ``laterne.drivers``.
 """
 
 from .app import create_app

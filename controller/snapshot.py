@@ -1,6 +1,9 @@
-"""Build the read-only :class:`SiteSnapshot` the API serves from the runtime's current state.
+"""Build the :class:`SiteSnapshot` — the whole site as of one completed cycle — from that cycle.
 
-Rule: pure; NaN never leaves this module (JSON has no NaN): an unknown number is ``None``.
+Rule: pure: from the site, its layout and one cycle's results (policy state, safe commands,
+latest readings, device states) to the snapshot the read model serves, a *view* per device,
+point, segment, building and zone. NaN never leaves this module (JSON has no NaN): an unknown
+number is ``None``.
 """
 
 from __future__ import annotations

@@ -211,7 +211,7 @@ async def _serve_locked(
     if influx is not None:
         tasks.append(asyncio.create_task(influx.run(stop)))
     server = uvicorn.Server(
-        uvicorn.Config(create_app(runtime), host=host, port=port, log_level="warning")
+        uvicorn.Config(create_app(runtime.read_model), host=host, port=port, log_level="warning")
     )
     if fresh_banner is None:  # `laterne run`: say where it serves, as the demo's banner does
         typer.echo(

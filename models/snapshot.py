@@ -1,7 +1,20 @@
-"""Read-only views of the live site, as the API and the dashboard show them.
+"""What the read side of a running site answers: its snapshot, history records and statuses.
 
-Rule: these are pydantic models built by the runtime from its own state after each cycle; the API
-serialises them and never reaches behind them to a driver. Times are aware UTC datetimes.
+Words, one meaning each:
+
+- a **snapshot** (:class:`SiteSnapshot`) is the whole site as of one completed control cycle:
+  its devices, segments and buildings (``controller/snapshot.py`` builds it from the cycle's
+  results, ``GET /api/site`` serves it);
+- a **view** (:class:`PointView`, :class:`DeviceView`, :class:`SegmentView`, :class:`ZoneView`,
+  :class:`BuildingView`) is how a snapshot shows one thing of the site;
+- a **record** (:class:`CommandRecord`, :class:`DriftRecord`, :class:`DeviceStateRecord`,
+  :class:`AggregateRecord`) is one event or bucket as the history keeps and returns it;
+- a **status** (:class:`LoopStatus`, :class:`HistoryStatus`, :class:`QueueStatus`,
+  :class:`MirrorStatus`) is a live account of the control loop or of a store.
+
+Rule: frozen pydantic models, the API's response bodies (``/openapi.json`` documents them); the
+API never reaches behind them to a driver. Times are aware UTC datetimes; an unknown number is
+``None`` (JSON has no NaN).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A SiteView made of plain data, and an HTTP client on the app built around it."""
+"""A SiteReadModel made of plain data, and an HTTP client on the app built around it."""
 
 from __future__ import annotations
 
@@ -119,8 +119,9 @@ def make_snapshot() -> SiteSnapshot:
 
 
 @dataclass
-class FakeSiteView:
-    """Implements :class:`laterne.controller.view.SiteView` over lists, recording each query."""
+class FakeReadModel:
+    """Implements :class:`laterne.controller.readmodel.SiteReadModel` over lists, recording
+    each query."""
 
     snap: SiteSnapshot = field(default_factory=make_snapshot)
     commands: list[CommandRecord] = field(default_factory=list)
@@ -286,12 +287,12 @@ def make_states() -> list[DeviceStateRecord]:
 
 
 @pytest.fixture
-def view() -> FakeSiteView:
-    return FakeSiteView(commands=make_commands(), history=make_history(), states=make_states())
+def read_model() -> FakeReadModel:
+    return FakeReadModel(commands=make_commands(), history=make_history(), states=make_states())
 
 
 @pytest.fixture
-async def client(view: FakeSiteView) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(view))
+async def client(read_model: FakeReadModel) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=create_app(read_model))
     async with httpx.AsyncClient(transport=transport, base_url="http://laterne.test") as c:
         yield c

@@ -1,4 +1,4 @@
-"""Every endpoint of the API over a plain-data SiteView: answers, 404s and 422s, OpenAPI, page."""
+"""Every endpoint over a plain-data SiteReadModel: answers, 404s and 422s, OpenAPI, page."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from laterne.api.app import create_app
 from laterne.models.snapshot import DeviceView, DriftRecord, QueueStatus, SiteSnapshot
 from laterne.models.values import Quality
 
-from .conftest import T0, FakeSiteView, make_loop, make_snapshot
+from .conftest import T0, FakeReadModel, make_loop, make_snapshot
 
 API_DIR = Path(__file__).resolve().parents[2] / "api"
 
@@ -44,10 +44,10 @@ async def test_health_is_degraded_but_200_while_a_device_is_not_good(
 
 
 async def test_health_is_ok_when_every_device_is_good(
-    view: FakeSiteView, client: httpx.AsyncClient
+    read_model: FakeReadModel, client: httpx.AsyncClient
 ) -> None:
-    good = [d.model_copy(update={"quality": Quality.GOOD}) for d in view.snap.devices]
-    view.snap = view.snap.model_copy(update={"devices": good})
+    good = [d.model_copy(update={"quality": Quality.GOOD}) for d in read_model.snap.devices]
+    read_model.snap = read_model.snap.model_copy(update={"devices": good})
     r = await client.get("/api/health")
     assert r.status_code == 200
     assert r.json()["status"] == "ok"
@@ -56,33 +56,35 @@ async def test_health_is_ok_when_every_device_is_good(
 
 @pytest.mark.parametrize("quality", [Quality.STALE, Quality.FAULTY, Quality.OFFLINE])
 async def test_health_counts_every_quality_but_good(
-    view: FakeSiteView, client: httpx.AsyncClient, quality: Quality
+    read_model: FakeReadModel, client: httpx.AsyncClient, quality: Quality
 ) -> None:
-    bad = [d.model_copy(update={"quality": quality}) for d in view.snap.devices]
-    view.snap = view.snap.model_copy(update={"devices": bad})
+    bad = [d.model_copy(update={"quality": quality}) for d in read_model.snap.devices]
+    read_model.snap = read_model.snap.model_copy(update={"devices": bad})
     body = (await client.get("/api/health")).json()
     assert (body["status"], body["devices_not_good"]) == ("degraded", 2)
 
 
-async def test_health_before_the_first_cycle(view: FakeSiteView, client: httpx.AsyncClient) -> None:
-    view.snap = view.snap.model_copy(update={"ts": None, "cycle": 0})
-    view.loop = make_loop(since_success_s=3.0)
+async def test_health_before_the_first_cycle(
+    read_model: FakeReadModel, client: httpx.AsyncClient
+) -> None:
+    read_model.snap = read_model.snap.model_copy(update={"ts": None, "cycle": 0})
+    read_model.loop = make_loop(since_success_s=3.0)
     r = await client.get("/api/health")
     body = r.json()
     assert r.status_code == 200
     assert (body["status"], body["cycle"], body["last_cycle_at"]) == ("degraded", 0, None)
 
 
-def _all_good(view: FakeSiteView) -> None:
-    good = [d.model_copy(update={"quality": Quality.GOOD}) for d in view.snap.devices]
-    view.snap = view.snap.model_copy(update={"devices": good})
+def _all_good(read_model: FakeReadModel) -> None:
+    good = [d.model_copy(update={"quality": Quality.GOOD}) for d in read_model.snap.devices]
+    read_model.snap = read_model.snap.model_copy(update={"devices": good})
 
 
 async def test_health_says_failing_while_cycles_fail(
-    view: FakeSiteView, client: httpx.AsyncClient
+    read_model: FakeReadModel, client: httpx.AsyncClient
 ) -> None:
-    _all_good(view)
-    view.loop = make_loop(since_success_s=12.0, failures=1, error="RuntimeError: boom")
+    _all_good(read_model)
+    read_model.loop = make_loop(since_success_s=12.0, failures=1, error="RuntimeError: boom")
     r = await client.get("/api/health")
     assert r.status_code == 200
     body = r.json()
@@ -93,21 +95,21 @@ async def test_health_says_failing_while_cycles_fail(
 
 @pytest.mark.parametrize(("since_s", "code"), [(29.0, 200), (31.0, 503)])
 async def test_health_is_503_once_the_loop_stalls(
-    view: FakeSiteView, client: httpx.AsyncClient, since_s: float, code: int
+    read_model: FakeReadModel, client: httpx.AsyncClient, since_s: float, code: int
 ) -> None:
     """Three cycle periods (10 s each) without a successful cycle: stalled, 503."""
-    _all_good(view)
-    view.loop = make_loop(since_success_s=since_s, failures=3, error="HistoryError: locked")
+    _all_good(read_model)
+    read_model.loop = make_loop(since_success_s=since_s, failures=3, error="HistoryError: locked")
     r = await client.get("/api/health")
     assert r.status_code == code
     assert r.json()["status"] == ("stalled" if code == 503 else "failing")
 
 
 async def test_health_is_degraded_while_the_history_does_not_take_writes(
-    view: FakeSiteView, client: httpx.AsyncClient
+    read_model: FakeReadModel, client: httpx.AsyncClient
 ) -> None:
-    _all_good(view)
-    view.queues = [
+    _all_good(read_model)
+    read_model.queues = [
         QueueStatus(
             store="sqlite",
             writable=False,
@@ -127,27 +129,29 @@ async def test_health_is_degraded_while_the_history_does_not_take_writes(
     assert body["history"][0]["queued_readings"] == 120
 
 
-async def test_site_is_the_whole_snapshot(view: FakeSiteView, client: httpx.AsyncClient) -> None:
+async def test_site_is_the_whole_snapshot(
+    read_model: FakeReadModel, client: httpx.AsyncClient
+) -> None:
     r = await client.get("/api/site")
     assert r.status_code == 200
-    assert SiteSnapshot.model_validate(r.json()) == view.snap
+    assert SiteSnapshot.model_validate(r.json()) == read_model.snap
 
 
 async def test_nan_in_a_view_becomes_null_not_a_500(
-    view: FakeSiteView, client: httpx.AsyncClient
+    read_model: FakeReadModel, client: httpx.AsyncClient
 ) -> None:
-    seg = view.snap.segments[0].model_copy(update={"dim_pct": math.nan})
-    view.snap = view.snap.model_copy(update={"segments": [seg]})
+    seg = read_model.snap.segments[0].model_copy(update={"dim_pct": math.nan})
+    read_model.snap = read_model.snap.model_copy(update={"segments": [seg]})
     r = await client.get("/api/site")
     assert r.status_code == 200
     assert r.json()["segments"][0]["dim_pct"] is None
 
 
-async def test_each_request_reads_the_view_afresh(
-    view: FakeSiteView, client: httpx.AsyncClient
+async def test_each_request_reads_the_read_model_afresh(
+    read_model: FakeReadModel, client: httpx.AsyncClient
 ) -> None:
     assert (await client.get("/api/health")).json()["cycle"] == 42
-    view.snap = view.snap.model_copy(update={"cycle": 43})
+    read_model.snap = read_model.snap.model_copy(update={"cycle": 43})
     assert (await client.get("/api/health")).json()["cycle"] == 43
 
 
@@ -212,24 +216,26 @@ async def test_device_by_id(client: httpx.AsyncClient) -> None:
     ],
 )
 async def test_unknown_ids_are_404_listing_the_known(
-    view: FakeSiteView, client: httpx.AsyncClient, path: str, message: str
+    read_model: FakeReadModel, client: httpx.AsyncClient, path: str, message: str
 ) -> None:
     r = await client.get(path)
     assert r.status_code == 404
     assert r.json() == {"detail": message}
-    assert [name for name, _ in view.calls] == []  # refused before the history was asked
+    assert [name for name, _ in read_model.calls] == []  # refused before the history was asked
 
 
-async def test_404_with_nothing_known(view: FakeSiteView, client: httpx.AsyncClient) -> None:
-    view.snap = view.snap.model_copy(update={"buildings": []})
+async def test_404_with_nothing_known(read_model: FakeReadModel, client: httpx.AsyncClient) -> None:
+    read_model.snap = read_model.snap.model_copy(update={"buildings": []})
     r = await client.get("/api/buildings/x")
     assert r.json() == {"detail": "unknown building 'x'; known: (none)"}
 
 
-async def test_404_lists_at_most_fifty_ids(view: FakeSiteView, client: httpx.AsyncClient) -> None:
-    template = view.snap.devices[0]
+async def test_404_lists_at_most_fifty_ids(
+    read_model: FakeReadModel, client: httpx.AsyncClient
+) -> None:
+    template = read_model.snap.devices[0]
     many = [template.model_copy(update={"id": f"d{i:03d}"}) for i in range(60)]
-    view.snap = view.snap.model_copy(update={"devices": many})
+    read_model.snap = read_model.snap.model_copy(update={"devices": many})
     detail = (await client.get("/api/devices/x")).json()["detail"]
     assert "d049" in detail
     assert "d050" not in detail
@@ -265,34 +271,38 @@ async def test_buildings(client: httpx.AsyncClient) -> None:
 
 
 async def test_commands_newest_first_with_default_limit(
-    view: FakeSiteView, client: httpx.AsyncClient
+    read_model: FakeReadModel, client: httpx.AsyncClient
 ) -> None:
     r = await client.get("/api/commands")
     assert r.status_code == 200
     assert [c["value"] for c in r.json()] == [52.0, 51.0, 50.0]
     assert r.json()[1]["ok"] is False
     assert r.json()[1]["error"] == "device offline"
-    assert view.calls[-1] == ("recent_commands", {"limit": 100, "device_id": None})
+    assert read_model.calls[-1] == ("recent_commands", {"limit": 100, "device_id": None})
 
 
-async def test_commands_limit_and_device(view: FakeSiteView, client: httpx.AsyncClient) -> None:
-    seg2 = view.snap.devices[1].model_copy(update={"id": "seg-ctl-2"})
-    view.snap = view.snap.model_copy(update={"devices": [*view.snap.devices, seg2]})
+async def test_commands_limit_and_device(
+    read_model: FakeReadModel, client: httpx.AsyncClient
+) -> None:
+    seg2 = read_model.snap.devices[1].model_copy(update={"id": "seg-ctl-2"})
+    read_model.snap = read_model.snap.model_copy(
+        update={"devices": [*read_model.snap.devices, seg2]}
+    )
     r = await client.get("/api/commands", params={"limit": 1, "device_id": "seg-ctl-2"})
     assert r.status_code == 200
     assert [c["value"] for c in r.json()] == [52.0]
-    assert view.calls[-1] == ("recent_commands", {"limit": 1, "device_id": "seg-ctl-2"})
+    assert read_model.calls[-1] == ("recent_commands", {"limit": 1, "device_id": "seg-ctl-2"})
     assert (await client.get("/api/commands", params={"limit": 1000})).status_code == 200
 
 
 @pytest.mark.parametrize("limit", ["0", "-1", "1001", "ten"])
 async def test_commands_bad_limit_is_422(
-    view: FakeSiteView, client: httpx.AsyncClient, limit: str
+    read_model: FakeReadModel, client: httpx.AsyncClient, limit: str
 ) -> None:
     r = await client.get("/api/commands", params={"limit": limit})
     assert r.status_code == 422
     assert r.json()["detail"][0]["loc"] == ["query", "limit"]
-    assert view.calls == []  # refused before the view was asked
+    assert read_model.calls == []  # refused before the read model was asked
 
 
 # -- readings ------------------------------------------------------------------------------------
@@ -308,7 +318,9 @@ async def test_readings_oldest_first_with_null_for_nan(client: httpx.AsyncClient
     assert body[-1]["error"] == "timeout"
 
 
-async def test_readings_window_and_limit(view: FakeSiteView, client: httpx.AsyncClient) -> None:
+async def test_readings_window_and_limit(
+    read_model: FakeReadModel, client: httpx.AsyncClient
+) -> None:
     cet = timezone(timedelta(hours=1))
     since = (T0 + timedelta(minutes=1)).astimezone(cet)
     until = T0 + timedelta(minutes=4)
@@ -316,7 +328,7 @@ async def test_readings_window_and_limit(view: FakeSiteView, client: httpx.Async
     r = await client.get("/api/readings", params=params)
     assert r.status_code == 200
     assert [x["value"] for x in r.json()] == [1.0, 2.0, 3.0]
-    _, args = view.calls[-1]
+    _, args = read_model.calls[-1]
     assert args["since"] == since and args["since"].utcoffset() is not None
     assert args["until"] == until
     r = await client.get("/api/readings", params={**params, "limit": 2})
@@ -332,7 +344,7 @@ async def test_readings_accept_z_suffix(client: httpx.AsyncClient) -> None:
 
 @pytest.mark.parametrize("name", ["since", "until"])
 async def test_readings_naive_datetime_is_422(
-    view: FakeSiteView, client: httpx.AsyncClient, name: str
+    read_model: FakeReadModel, client: httpx.AsyncClient, name: str
 ) -> None:
     params = {"device_id": "ctr-1", "point": "count", name: "2024-11-05T22:00:00"}
     r = await client.get("/api/readings", params=params)
@@ -340,7 +352,7 @@ async def test_readings_naive_datetime_is_422(
     [err] = r.json()["detail"]
     assert err["loc"] == ["query", name]
     assert "timezone" in err["msg"]
-    assert view.calls == []
+    assert read_model.calls == []
 
 
 @pytest.mark.parametrize("gap_min", [0, -1])
@@ -437,7 +449,7 @@ async def test_index_page_is_served_and_self_contained(client: httpx.AsyncClient
 
 
 def test_create_app_needs_no_running_site() -> None:
-    app = create_app(FakeSiteView(snap=make_snapshot()))
+    app = create_app(FakeReadModel(snap=make_snapshot()))
     assert app.title == "Laterne"
 
 
@@ -523,8 +535,10 @@ async def test_readings_newest_first_with_order_desc(client: httpx.AsyncClient) 
     assert bad.status_code == 422
 
 
-async def test_drift_events_of_one_device(view: FakeSiteView, client: httpx.AsyncClient) -> None:
-    view.drifts = [
+async def test_drift_events_of_one_device(
+    read_model: FakeReadModel, client: httpx.AsyncClient
+) -> None:
+    read_model.drifts = [
         DriftRecord(
             ts=T0 + timedelta(minutes=m),
             device_id="seg-ctl-1",

@@ -10,16 +10,16 @@ import uvicorn
 
 from laterne.api.app import create_app
 
-from .conftest import FakeSiteView
+from .conftest import FakeReadModel
 
 
-async def test_served_by_uvicorn_on_loopback(view: FakeSiteView) -> None:
+async def test_served_by_uvicorn_on_loopback(read_model: FakeReadModel) -> None:
     # Bind port 0 ourselves and hand the socket over: no race for a "free" port.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(view), log_level="warning", lifespan="off")
+    config = uvicorn.Config(create_app(read_model), log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
