@@ -7,7 +7,8 @@ per-zone work is numpy over arrays. The live runtime and the simulator call this
 Theory of operation
 -------------------
 Lighting. Each counter channel delivers a cumulative vehicle count. The policy turns consecutive
-counts into a rate (modulo the counter's wrap, so a 32-bit wrap is not a spike) and smooths it:
+counts into a rate (modulo the counter's wrap — 2^bits × |scale| for an unsigned integer counter,
+none for a float one — so a wrap is not a spike) and smooths it:
 until the estimate covers ``flow_window_s`` it is the plain mean of everything seen since it
 started (so one short first interval after a start or an outage does not dominate), then an
 exponential average of time constant ``flow_window_s``. A channel without a good rate for longer
@@ -74,7 +75,9 @@ __all__ = [
     "sun_elevation_deg",
 ]
 
-#: a channel rate above this is a counter reset or a glitch, not traffic [veh/h]
+#: a channel rate above this is a glitch (or a wrapping counter reset far from its wrap), not
+#: traffic [veh/h]; a negative rate (a float counter's reset) is refused too. Either way the
+#: count becomes the channel's new baseline and that interval's rate is dropped
 MAX_PLAUSIBLE_FLOW_VEH_H = 20_000.0
 
 
