@@ -7,9 +7,9 @@ Rules
   something that implements the Protocol, kept in ``app.state`` and given to every route by the
   ``ReadModelDep`` dependency (:mod:`laterne.api.deps`); every answer is built from what it
   returns.
-- **Routers by concern** (:mod:`laterne.api.routes`): ``health`` and ``site`` (tag ``site``),
-  ``devices``, ``lighting``, ``hvac``, ``history``; each is an ``APIRouter`` with its tag, so a
-  dependency (authentication) can be added per router.
+- **Routers by concern**, one module each (:data:`laterne.api.routers.ROUTERS`): ``health`` and
+  ``site`` (tag ``site``), ``devices``, ``lighting``, ``hvac``, ``history``; each is an
+  ``APIRouter`` with its tag, so a dependency (authentication) can be added per router.
 - **Responses are the models of** :mod:`laterne.models.snapshot` (and the routers' own
   ``Health`` and ``ReadingOut``), so ``/openapi.json`` documents exactly what the runtime
   builds. JSON has no NaN: a NaN float is sent as ``null``.
@@ -41,9 +41,9 @@ from fastapi.staticfiles import StaticFiles
 from laterne.controller.readmodel import SiteReadModel
 from laterne.models.version import version
 
-from .routes import ROUTERS
-from .routes.health import Health
-from .routes.history import ReadingOut
+from .health import Health
+from .history import ReadingOut
+from .routers import ROUTERS
 
 __all__ = ["DOCS_STATIC_URL", "TITLE", "Health", "ReadingOut", "create_app"]
 

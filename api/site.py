@@ -10,7 +10,7 @@ from fastapi import APIRouter
 
 from laterne.models.snapshot import SiteSnapshot
 
-from ..deps import ReadModelDep
+from .deps import ReadModelDep
 
 __all__ = ["router"]
 

@@ -19,8 +19,8 @@ from laterne.controller.readmodel import SiteReadModel
 from laterne.models.snapshot import AggregateRecord, CommandRecord, HistoryStatus
 from laterne.models.values import Quality
 
-from ..deps import ReadModelDep
-from ..errors import by_id, invalid_query, not_found
+from .deps import ReadModelDep
+from .errors import by_id, invalid_query, not_found
 
 __all__ = ["COMMANDS_LIMIT_MAX", "READINGS_LIMIT_MAX", "ReadingOut", "router"]
 

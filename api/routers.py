@@ -1,4 +1,4 @@
-"""The API's routers, one per concern, each an ``APIRouter`` with its OpenAPI tag.
+"""The API's routers, one module per concern, each an ``APIRouter`` with its OpenAPI tag.
 
 Rule: a router holds routes and nothing else — no state, no site: each handler gets the site's
 :class:`~laterne.controller.readmodel.SiteReadModel` through the ``ReadModelDep`` dependency

@@ -15,8 +15,8 @@ from fastapi import APIRouter, Query
 from laterne.models.snapshot import DeviceStateRecord, DeviceView, DriftRecord
 from laterne.models.values import Quality
 
-from ..deps import ReadModelDep
-from ..errors import by_id
+from .deps import ReadModelDep
+from .errors import by_id
 
 __all__ = ["router"]
 

@@ -19,8 +19,8 @@ from laterne.controller.readmodel import SiteReadModel
 from laterne.models.snapshot import LoopStatus, QueueStatus
 from laterne.models.values import Quality
 
-from ..deps import ReadModelDep
-from ..errors import MAX_KNOWN_IDS
+from .deps import ReadModelDep
+from .errors import MAX_KNOWN_IDS
 
 __all__ = ["STALL_CYCLES", "Health", "assess", "router"]
 

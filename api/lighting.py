@@ -10,8 +10,8 @@ from fastapi import APIRouter
 
 from laterne.models.snapshot import SegmentView
 
-from ..deps import ReadModelDep
-from ..errors import by_id
+from .deps import ReadModelDep
+from .errors import by_id
 
 __all__ = ["router"]
 
