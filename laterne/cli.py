@@ -273,6 +273,10 @@ from .opcua_cli import register  # noqa: E402  (the OPC-UA commands: browse, opc
 
 register(app)
 
+from .simulate_cli import register as register_simulate  # noqa: E402  (laterne simulate)
+
+register_simulate(app)
+
 
 def main() -> None:
     app()

@@ -78,7 +78,9 @@ def test_what_a_point_shows_is_the_emulator_encoding_then_the_driver_decoding() 
 
 
 def test_a_command_is_held_as_the_driver_writes_and_the_emulator_reads_it() -> None:
-    dim = spec("u16", table="holding", scale=0.1, unit="%", kind="setpoint", writable=True, min=0, max=100)
+    dim = spec(
+        "u16", table="holding", scale=0.1, unit="%", kind="setpoint", writable=True, min=0, max=100
+    )
     sp32 = spec("f32", table="holding", unit="degC", kind="setpoint", writable=True, min=10, max=26)
     sp64 = spec("f64", table="holding", unit="degC", kind="setpoint", writable=True, min=10, max=26)
     for s, values in [
