@@ -20,7 +20,7 @@ from laterne.controller.runtime import COMPACT_EVERY_S, Runtime
 from laterne.drivers.errors import DeviceOffline, WriteMismatch
 from laterne.drivers.sqlite_store import SqliteHistory
 from laterne.models.site import SiteConfig
-from laterne.models.snapshot import CommandRecord, MirrorStatus
+from laterne.models.snapshot import CommandRecord, DriftRecord, MirrorStatus
 from laterne.models.values import DeviceState, PointReading, Quality, Reason
 
 NIGHT = datetime(2026, 11, 25, 22, 0, tzinfo=UTC)
@@ -272,3 +272,108 @@ async def test_health_tells_failing_then_stalled_then_ok(setup) -> None:  # type
         await _run_until(runtime, lambda: runtime.loop_status().consecutive_failures == 0)
         r = await http.get("/api/health")
         assert (r.status_code, r.json()["status"]) == (200, "ok")
+
+
+async def test_each_device_is_polled_on_its_own_interval_and_phase(
+    demo_site: SiteConfig, tmp_path: Path
+) -> None:
+    """Counters at 30 s on the 10 s cycle: every third cycle each, at their own phases (from
+    their ids), not all on one tick; the 10 s devices every cycle; the first cycle reads all."""
+    devices = [
+        d.model_copy(update={"poll_interval_s": 30.0}) if d.id.startswith("counter") else d
+        for d in demo_site.devices
+    ]
+    site = demo_site.model_copy(update={"devices": devices})
+    clock = ManualClock(NIGHT)
+    history = SqliteHistory(tmp_path / "h.sqlite")
+    runtime = Runtime(site, fakes(site), history, clock)
+    polled = []
+    for _ in range(10):
+        polled.append((await runtime.run_cycle()).polled)
+        clock.advance(site.policy.cycle_s)
+    # counter-east is due at cycles 2, 5, 8 and counter-north at 3, 6, 9 (their phases)
+    assert polled == [6, 4, 5, 5, 4, 5, 5, 4, 5, 5]
+    north = history.readings("counter-north", "lane1_veh", limit=100)
+    assert [round((r.ts - NIGHT).total_seconds()) for r in north] == [0, 30, 60, 90]
+    assert runtime.device_states["counter-north"].quality is Quality.GOOD
+    await runtime.close()
+    history.close()
+
+
+@dataclass
+class MemoryHistory:
+    """A HistoryStore in lists: the runtime needs no SQLite, only the Protocol."""
+
+    path: Path = Path("memory")
+    readings_: list[PointReading] = field(default_factory=list)
+    commands: list[CommandRecord] = field(default_factory=list)
+    states: list[DeviceState] = field(default_factory=list)
+    drifts: list[DriftRecord] = field(default_factory=list)
+    saved: tuple[datetime, str, str] | None = None
+    compactions: int = 0
+
+    def record_readings(self, readings: Sequence[PointReading]) -> None:
+        self.readings_ += readings
+
+    def record_commands(self, records: Sequence[CommandRecord]) -> None:
+        self.commands += records
+
+    def record_device_state(self, state: DeviceState) -> None:
+        self.states.append(state)
+
+    def record_drifts(self, drifts: Sequence[DriftRecord]) -> None:
+        self.drifts += drifts
+
+    def save_policy_state(self, ts: datetime, fingerprint: str, payload: str) -> None:
+        self.saved = (ts, fingerprint, payload)
+
+    def saved_policy_state(self) -> None:
+        return None
+
+    def file_size_bytes(self) -> int:
+        return 0
+
+    def recent_commands(
+        self, limit: int = 100, device_id: str | None = None
+    ) -> list[CommandRecord]:
+        found = [c for c in self.commands if device_id in (None, c.device_id)]
+        return found[::-1][:limit]
+
+    def readings(self, device_id: str, point: str, since: datetime | None = None,
+                 until: datetime | None = None, limit: int = 1000,
+                 newest_first: bool = False) -> list[PointReading]:  # fmt: skip
+        found = [r for r in self.readings_ if (r.device_id, r.point) == (device_id, point)]
+        return (found[::-1] if newest_first else found)[:limit]
+
+    def device_state_history(
+        self, device_id: str | None = None, limit: int = 100
+    ) -> list[DeviceState]:
+        return [s for s in self.states if device_id in (None, s.device_id)][::-1][:limit]
+
+    def aggregates(self, *_args: object, **_kwargs: object) -> list[object]:
+        return []
+
+    def drift_events(self, device_id: str | None = None, limit: int = 100) -> list[DriftRecord]:
+        return [d for d in self.drifts if device_id in (None, d.device_id)][::-1][:limit]
+
+    def compact(self, *_args: object) -> object:
+        self.compactions += 1
+        return type("Report", (), {"rows_aggregated": 0, "aggregates_deleted": 0})()
+
+
+async def test_the_runtime_needs_only_a_history_store(demo_site: SiteConfig) -> None:
+    clock = ManualClock(NIGHT)
+    store = MemoryHistory()
+    runtime = Runtime(demo_site, fakes(demo_site), store, clock)
+    await cycles(runtime, clock, 3)
+    assert runtime.readings("counter-north", "lane1_veh", newest_first=True)[
+        0
+    ].ts == NIGHT + timedelta(seconds=20)
+    assert runtime.recent_commands(device_id="seg-bahnhofstr")[0].value == 30.0
+    assert [s.quality for s in runtime.device_state_changes("school")] == [
+        Quality.GOOD,
+        Quality.OFFLINE,
+    ]
+    assert runtime.history_status().sqlite_path == "memory"
+    assert store.saved is not None and store.compactions == 1
+    await runtime.close()
