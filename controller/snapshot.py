@@ -34,6 +34,10 @@ def _num(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
+def _finite_or(x: float, fallback: float) -> float:
+    return float(x) if math.isfinite(x) else fallback
+
+
 def _count(x: float | None) -> int | None:
     return None if x is None else round(x)
 
@@ -96,7 +100,10 @@ def build_snapshot(
 
     segments = []
     for i, s in enumerate(site.segments):
-        dim = float(cmds.dim_pct[i]) if cmds is not None else layout.seg_failsafe_dim_pct[i]
+        # commands come from the safety filter and are finite; should one not be, the view
+        # shows the fail-safe level the filter would have sent, never a NaN
+        failsafe_dim = float(layout.seg_failsafe_dim_pct[i])
+        dim = _finite_or(cmds.dim_pct[i] if cmds is not None else math.nan, failsafe_dim)
         reason = Reason(int(cmds.dim_reason[i])).label if cmds is not None else "not started"
         band = int(state.segment_band[i])
         flow = _num(float(state.segment_flow_veh_h[i]))
@@ -123,7 +130,8 @@ def build_snapshot(
     for bi, b in enumerate(site.buildings):
         zones = []
         for zone in b.zones:
-            sp = float(cmds.setpoint_c[z]) if cmds is not None else float(layout.zone_default_c[z])
+            default_c = float(layout.zone_default_c[z])
+            sp = _finite_or(cmds.setpoint_c[z] if cmds is not None else math.nan, default_c)
             reason = (
                 Reason(int(cmds.setpoint_reason[z])).label if cmds is not None else "not started"
             )

@@ -129,12 +129,6 @@ def test_nan_in_state_and_readings_becomes_none(
     assert_no_nan(snap)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="build_snapshot float()s the commanded dim_pct/setpoint_c without _num, so NaN in the "
-    "commands (the policy's 'unknown' before the safety filter) leaves as NaN in a float field; "
-    "it relies on the safety filter's post-condition without saying so; unmark once fixed",
-)
 def test_nan_in_commands_never_leaves(
     demo_site: SiteConfig, demo_layout: SiteLayout, state: PolicyState
 ) -> None:
