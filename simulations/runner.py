@@ -389,6 +389,7 @@ def run(
     gain, q_max = plant.thermostat_gain_w_k, plant.zone_heating_max_w
     zone_building = layout.zone_building
     seg_ok = np.ones(s_n, dtype=bool)
+    zero_z = np.zeros(z_n)
     state = policy.initial_state()
     last: Commands = Commands(
         dim_pct=np.full(s_n, np.nan),
@@ -443,12 +444,12 @@ def run(
             power_rec[k] = power_w
             energy_wh = energy_wh + power_w * (dt_s / _S_PER_H)
             t_out = chunk.t_out_sub_c[j]
-            heat_j = np.zeros(z_n)
+            heat_j = zero_z  # replaced, never written in place
             for i in range(n_sub):  # each operation as plant_step orders it
                 q_w = np.minimum(np.maximum(gain * (sp_held - temp), 0.0), q_max)  # = np.clip
                 gain_w = ua * (t_out[i] - temp) + q_w
                 temp = temp + h_s * gain_w / cap
-                heat_j += q_w * h_s
+                heat_j = heat_j + q_w * h_s
             step_kwh = np.bincount(zone_building, weights=heat_j, minlength=n_bld) / _J_PER_KWH
             heat_rec[k] = step_kwh
             heating_kwh = heating_kwh + step_kwh

@@ -13,7 +13,7 @@ from laterne.controller.baselines import FullPower
 from laterne.controller.policy import Policy
 from laterne.drivers.codec import decode as driver_decode
 from laterne.drivers.codec import encode as driver_encode
-from laterne.models.layout import SiteLayout
+from laterne.models.layout import SiteLayout, occupied_now
 from laterne.models.site import PointSpec, SiteConfig
 from laterne.models.values import Override, Reason
 from laterne.simulations import runner as runner_module
@@ -173,6 +173,10 @@ def test_the_runners_plant_is_plant_step_to_the_bit_across_a_daylight_saving_cha
     )  # fmt: skip
     assert result.n_steps == 192
     _replay(demo_site, result, seed=3)
+    # the recorded occupancy is the schedule's, in local time, on both sides of the change
+    for k, t in enumerate(result.ts_s):
+        now = datetime.fromtimestamp(t, UTC)
+        assert np.array_equal(result.zone_occupied[k], occupied_now(demo_layout, now)), now
 
 
 def test_chunking_changes_nothing(demo_site: SiteConfig, monkeypatch: pytest.MonkeyPatch) -> None:
