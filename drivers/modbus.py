@@ -60,7 +60,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.pdu import ExceptionResponse as PduExceptionResponse
 from pymodbus.pdu import ModbusPDU
 
-from laterne.models.site import Device, DeviceProfile, ModbusEndpoint
+from laterne.models.site import Device, DeviceProfile, ModbusEndpoint, ModbusProfile
 from laterne.models.values import PointReading, Quality
 
 from .backoff import Backoff
@@ -405,7 +405,7 @@ class ModbusDevice:
     Parameters
     ----------
     device : the site's device entry (its endpoint must be a :class:`ModbusEndpoint`)
-    profile : its profile (protocol ``modbus``); ``max_gap_registers`` and
+    profile : its profile (a :class:`ModbusProfile`); ``max_gap_registers`` and
         ``max_read_registers`` size the read plan (see :func:`plan_reads`)
     gateway : the shared gateway for ``device.endpoint.host:port``
     backoff : this unit's own retry policy after it stops answering; by default
@@ -422,7 +422,7 @@ class ModbusDevice:
     ) -> None:
         if not isinstance(device.endpoint, ModbusEndpoint):
             raise TypeError(f"device {device.id!r} has no Modbus endpoint")
-        if profile.protocol != "modbus":
+        if not isinstance(profile, ModbusProfile):
             raise TypeError(f"device {device.id!r}: profile protocol is {profile.protocol!r}")
         ep = device.endpoint
         if (ep.host, ep.port) != (gateway.host, gateway.port):
@@ -430,7 +430,7 @@ class ModbusDevice:
                 f"device {device.id!r} is at {ep.host}:{ep.port}, not at gateway {gateway.label}"
             )
         self._device = device
-        self._profile = profile
+        self._profile: ModbusProfile = profile
         self._gateway = gateway
         self.unit_id: int = ep.unit_id
         self._backoff = (

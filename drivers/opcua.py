@@ -126,7 +126,14 @@ from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 
 from laterne.models.opcua_address import NodeAddress, parse_node_id
-from laterne.models.site import DataType, Device, DeviceProfile, OpcUaEndpoint, PointSpec
+from laterne.models.site import (
+    DataType,
+    Device,
+    DeviceProfile,
+    OpcUaEndpoint,
+    OpcUaProfile,
+    PointSpec,
+)
 from laterne.models.values import PointReading
 
 from .backoff import Backoff
@@ -283,7 +290,7 @@ class OpcUaDevice:
     ----------
     device : the site's device entry (its endpoint must be an :class:`OpcUaEndpoint`);
         ``timeout_s`` bounds every request, ``stale_after_s`` the silence of a subscription
-    profile : its profile (protocol ``opcua``)
+    profile : its profile (an :class:`OpcUaProfile`)
     backoff : reconnect policy; by default ``Backoff(monotonic=monotonic)``
     monotonic : clock for the default backoff and for subscription liveness [s]
     environ : where credential variables are looked up; by default ``os.environ``
@@ -307,10 +314,10 @@ class OpcUaDevice:
     ) -> None:
         if not isinstance(device.endpoint, OpcUaEndpoint):
             raise TypeError(f"device {device.id!r} has no OPC-UA endpoint")
-        if profile.protocol != "opcua":
+        if not isinstance(profile, OpcUaProfile):
             raise TypeError(f"device {device.id!r}: profile protocol is {profile.protocol!r}")
         self._device = device
-        self._profile = profile
+        self._profile: OpcUaProfile = profile
         self._endpoint: OpcUaEndpoint = device.endpoint
         self._url: str = device.endpoint.url
         self._timeout_s: float = device.timeout_s

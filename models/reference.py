@@ -77,7 +77,14 @@ def _child_path(path: str, name: str, annotation: Any) -> str:
 
 
 def _title(model: type[BaseModel]) -> str:
-    titles = {"ModbusEndpoint": "Modbus TCP endpoint", "OpcUaEndpoint": "OPC-UA endpoint"}
+    titles = {
+        "ModbusProfile": "Modbus profile",
+        "OpcUaProfile": "OPC-UA profile",
+        "ModbusPoint": "Modbus point",
+        "OpcUaPoint": "OPC-UA point",
+        "ModbusEndpoint": "Modbus TCP endpoint",
+        "OpcUaEndpoint": "OPC-UA endpoint",
+    }
     return titles.get(model.__name__, "")
 
 

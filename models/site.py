@@ -16,6 +16,12 @@ socket, reads an environment variable (credentials are only *named*) or reads a 
 The YAML is parsed once and every check after that is linear in the size of the site (lookups by
 id and by point in dictionaries); ``bench/validate_site.py`` times a city of 20,000 luminaires.
 
+Protocols are tagged, never guessed from a shape: a profile names its ``protocol``, and its
+points are that protocol's points (:class:`ModbusPoint`, :class:`OpcUaPoint`); a device's
+endpoint is of its profile's protocol (:class:`ModbusEndpoint`, :class:`OpcUaEndpoint`). A file
+need not repeat the tag on points and endpoints; where it names another protocol, or fields of
+one, than the profile's, the load fails with the line and both protocols.
+
 Units are in the field names: ``rated_power_w``, ``dim_pct``, ``setpoint_c``, ``flow_veh_h``.
 """
 
@@ -31,7 +37,7 @@ from dataclasses import dataclass
 from datetime import time
 from itertools import pairwise
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -39,8 +45,10 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    ModelWrapValidatorHandler,
     PrivateAttr,
     Tag,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -61,11 +69,17 @@ __all__ = [
     "InfluxConfig",
     "LightingBand",
     "ModbusEndpoint",
+    "ModbusPoint",
+    "ModbusProfile",
+    "ModbusTable",
     "OccupancyPeriod",
     "OpcUaEndpoint",
+    "OpcUaPoint",
+    "OpcUaProfile",
     "PointRef",
     "PointSpec",
     "PolicyParams",
+    "ProtocolName",
     "RoadType",
     "Segment",
     "SiteConfig",
@@ -79,6 +93,10 @@ __all__ = [
 ]
 
 DataType = Literal["bool", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64"]
+#: the protocols a device may speak; each has its point, profile and endpoint model
+ProtocolName = Literal["modbus", "opcua"]
+ModbusTable = Literal["holding", "input", "coil", "discrete"]
+ByteOrder = Literal["big", "little"]
 RoadType = Literal["main", "collector", "residential", "pedestrian"]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
@@ -105,45 +123,165 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-# --------------------------------------------------------------------------- device profiles
+# ------------------------------------------------------------------------ protocol families
+#
+# Points, profiles and endpoints come in one model per protocol, tagged by ``protocol``:
+# ``ModbusPoint``/``OpcUaPoint``, ``ModbusProfile``/``OpcUaProfile``, ``ModbusEndpoint``/
+# ``OpcUaEndpoint``. A file rarely names the tag: a profile's points are of the profile's
+# protocol by their type, and a device's endpoint gets its profile's protocol
+# (``SiteConfig._endpoint_protocols``). Only where nothing says it (a point or an endpoint
+# validated on its own) is the protocol told by the fields only one protocol's model has.
 
 
-class PointSpec(_Model):
+@dataclass(frozen=True)
+class _Family:
+    """The models of one kind (points, profiles, endpoints), one per protocol."""
+
+    noun: str
+    members: dict[str, type[_Tagged]]
+    #: per protocol, the fields only its model has, with their defaults (``...``: required)
+    own: dict[str, dict[str, Any]]
+    #: whether a member without ``protocol`` may be told by its own fields (not profiles)
+    infer: bool
+
+    def protocol_of(self, v: Any) -> str | None:
+        """The tag of ``v``: its ``protocol``, else the one protocol whose own fields it sets
+        (``None`` counts as unset), else ``None`` (pydantic then reports the family's error)."""
+        if isinstance(v, BaseModel):
+            return getattr(v, "protocol", None)
+        if not isinstance(v, dict):
+            return None
+        named = v.get("protocol")
+        if named is not None:
+            return named if isinstance(named, str) and named in self.members else None
+        return self.inferred(v) if self.infer else None
+
+    def inferred(self, v: Mapping[str, Any]) -> str | None:
+        """The one protocol whose own fields ``v`` sets to something but their default."""
+        found = [
+            p
+            for p, fields in self.own.items()
+            if any(k in fields and v[k] is not None and v[k] != fields[k] for k in v)
+        ]
+        return found[0] if len(found) == 1 else None
+
+
+#: family and protocol of each member model; filled by :func:`_family`
+_FAMILY_OF: dict[type[BaseModel], tuple[_Family, str]] = {}
+#: the tagged union of a family's base class (``PointSpec``, ``DeviceProfile``), for dispatch
+_UNION_OF: dict[type[BaseModel], TypeAdapter[Any]] = {}
+
+
+class _Tagged(_Model):
+    """A model of one protocol's family, or the base class of a family.
+
+    Rule: a field that belongs to another protocol's model of the family is refused, naming
+    both (``node is for opcua points only``), unless it holds that field's default (``node:
+    null``, ``word_order: big``, ``write_function: multiple``): files dumped by earlier versions,
+    whose points and profiles carried every protocol's fields, load unchanged. Validating or
+    calling a family's *base class* (``PointSpec(table="input", address=0)``,
+    ``DeviceProfile.model_validate({...})``) builds the model of the protocol the data names.
+    """
+
+    #: for messages: what a model of this protocol is given by
+    has: ClassVar[str] = ""
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _as_its_protocol(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        union = _UNION_OF.get(cls)
+        return handler(data) if union is None else union.validate_python(data)
+
+    def __new__(cls, *args: Any, **data: Any) -> Any:
+        union = _UNION_OF.get(cls)
+        if union is None or not data:  # a member, or pydantic making an empty instance
+            return super().__new__(cls)
+        return union.validate_python(data)  # __init__ then runs on it, as the member's own
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_other_protocols_fields(cls, data: Any) -> Any:
+        known = _FAMILY_OF.get(cls)
+        if known is None or not isinstance(data, dict):
+            return data
+        family, mine = known
+        named = data.get("protocol")
+        if named is not None and named != mine:
+            raise ValueError(f"protocol is {named!r}, but this {family.noun} is {mine} ({cls.has})")
+        foreign: dict[str, list[str]] = {}
+        dropped: list[str] = []
+        for other, fields in family.own.items():
+            if other == mine:
+                continue
+            for key in fields.keys() & data.keys():
+                if key in cls.model_fields:
+                    continue
+                if data[key] is None or data[key] == fields[key]:
+                    dropped.append(key)  # an earlier version's dump: harmless
+                else:
+                    foreign.setdefault(other, []).append(key)
+        if foreign:
+            other, keys = next(iter(foreign.items()))
+            keys.sort(key=list(data).index)
+            verb = "is" if len(keys) == 1 else "are"
+            hint = f"; {cls.has}" if cls.has else ""
+            raise ValueError(f"{', '.join(keys)} {verb} for {other} {family.noun}s only{hint}")
+        if dropped:
+            return {k: v for k, v in data.items() if k not in dropped}
+        return data
+
+
+def _family(
+    noun: str, base: type[BaseModel] | None, *members: type[_Tagged], infer: bool = True
+) -> _Family:
+    """Register ``members`` (one per protocol, each with a ``protocol`` literal) as a family."""
+    shared = set(base.model_fields) if base is not None else set()
+    tagged: dict[str, type[_Tagged]] = {}
+    own: dict[str, dict[str, Any]] = {}
+    for m in members:
+        (protocol,) = get_args(m.model_fields["protocol"].annotation)
+        tagged[protocol] = m
+        own[protocol] = {
+            name: ... if f.is_required() else f.default
+            for name, f in m.model_fields.items()
+            if name != "protocol" and name not in shared
+        }
+    family = _Family(noun, tagged, own, infer)
+    for protocol, m in tagged.items():
+        _FAMILY_OF[m] = (family, protocol)
+    return family
+
+
+def _discriminator(family: _Family, error: str) -> Discriminator:
+    """Tags a family's union by protocol; ``error`` when the protocol cannot be told
+    (:func:`validate_site` says which protocol was named, when an unknown one was)."""
+    return Discriminator(
+        family.protocol_of, custom_error_type=_PROTOCOL_ERROR, custom_error_message=error
+    )
+
+
+#: the error type of a member whose protocol cannot be told, or is unknown
+_PROTOCOL_ERROR = "protocol"
+
+
+# --------------------------------------------------------------------------- device points
+
+
+class PointSpec(_Tagged):
     """One data point of a device profile: where it lives, how it is encoded, what it means.
 
     ``value = raw * scale + offset`` in the unit named by ``unit``; writes use the inverse.
     ``min``/``max`` are the physical range for measurements and the command bounds for
     writable points. ``failsafe`` is the value a writable point is driven to when data is lost.
+
+    The base of :class:`ModbusPoint` and :class:`OpcUaPoint`, which add where the point lives;
+    code that handles points of either protocol reads every location attribute on any point
+    (``table``, ``address``, ``bit``, ``word_order``, ``byte_order``, ``node``, ``browse_path``):
+    the other protocol's are ``None`` (byte orders ``big``).
     """
 
-    # Modbus location (0-based protocol address)
-    table: Literal["holding", "input", "coil", "discrete"] | None = Field(
-        default=None, description="Modbus table the point lives in (Modbus points only)"
-    )
-    address: int | None = Field(
-        default=None, ge=0, le=65535, description="Modbus protocol address, 0-based"
-    )
-    bit: int | None = Field(
-        default=None, ge=0, le=15, description="bit field: this bit of a u16 register (0 = LSB)"
-    )
-    # OPC-UA location: a NodeId, or a browse path from the Objects folder ("2:Plant/2:Temp")
-    node: str | None = Field(
-        default=None,
-        description="OPC-UA NodeId: `[ns=<index>;|nsu=<uri>;]<i|s|g|b>=<id>`, "
-        "e.g. `ns=2;s=Room1.Temperature`",
-    )
-    browse_path: str | None = Field(
-        default=None,
-        description="OPC-UA browse path from the Objects folder, instead of `node`: steps "
-        "`<namespace index>:<browse name>` joined by `/`, e.g. `2:School/2:Temperature`",
-    )
+    protocol: ProtocolName = Field(description="the point's protocol")
     type: DataType = Field(default="u16", description="data type on the wire")
-    word_order: Literal["big", "little"] = Field(
-        default="big", description="order of the 16-bit registers of a 32/64-bit Modbus value"
-    )
-    byte_order: Literal["big", "little"] = Field(
-        default="big", description="order of the two bytes within each Modbus register"
-    )
     scale: float = Field(
         default=1.0, description="`value = raw × scale + offset`, in `unit`; not 0"
     )
@@ -171,19 +309,22 @@ class PointSpec(_Model):
         "within [min, max]",
     )
 
-    @field_validator("node")
-    @classmethod
-    def _node_id(cls, v: str | None) -> str | None:
-        if v is not None:
-            parse_node_id(v)  # AddressError (a ValueError) names what is wrong
-        return v
+    if TYPE_CHECKING:  # every member has them: as its fields, or as None for the other's
 
-    @field_validator("browse_path")
-    @classmethod
-    def _browse_path(cls, v: str | None) -> str | None:
-        if v is not None:
-            parse_browse_path(v)
-        return v
+        @property
+        def table(self) -> ModbusTable | None: ...
+        @property
+        def address(self) -> int | None: ...
+        @property
+        def bit(self) -> int | None: ...
+        @property
+        def word_order(self) -> ByteOrder: ...
+        @property
+        def byte_order(self) -> ByteOrder: ...
+        @property
+        def node(self) -> str | None: ...
+        @property
+        def browse_path(self) -> str | None: ...
 
     @field_validator("scale")
     @classmethod
@@ -193,9 +334,7 @@ class PointSpec(_Model):
         return v
 
     @model_validator(mode="after")
-    def _consistent(self) -> PointSpec:
-        if self.node is not None and self.browse_path is not None:
-            raise ValueError("give either node or browse_path, not both")
+    def _consistent(self) -> Self:
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is above max ({self.max})")
         if self.writable and (self.min is None or self.max is None):
@@ -204,16 +343,6 @@ class PointSpec(_Model):
             lo, hi = self.bounds
             if not lo <= self.failsafe <= hi:
                 raise ValueError(f"failsafe {self.failsafe} is outside [{self.min}, {self.max}]")
-        if self.bit is not None and (self.table not in ("holding", "input") or self.type != "u16"):
-            raise ValueError("a bit field needs table holding or input and type u16")
-        if self.bit is not None and self.writable:
-            raise ValueError("bit fields are read-only (a write would clobber the other bits)")
-        if self.table in ("coil", "discrete") and self.type != "bool":
-            raise ValueError(f"a {self.table} point must have type bool, not {self.type}")
-        if self.table in ("holding", "input") and self.type == "bool":
-            raise ValueError("type bool needs table coil or discrete")
-        if self.writable and self.table in ("input", "discrete"):
-            raise ValueError(f"a point in table {self.table} is read-only and cannot be writable")
         if self.kind == "counter" and self.type not in ("u16", "u32", "u64", "f32", "f64"):
             raise ValueError("a counter must be u16, u32, u64 (wrapping) or f32/f64 (not wrapping)")
         return self
@@ -231,79 +360,203 @@ class PointSpec(_Model):
 
     @property
     def register_count(self) -> int:
-        """Number of 16-bit registers (or bits, for coils) the point spans."""
+        """Number of 16-bit registers (or bits, for coils) the point spans on Modbus."""
         return REGISTER_COUNT[self.type]
 
 
-class DeviceProfile(_Model):
-    """A device model, declared once and referenced by devices: protocol plus point map."""
+class ModbusPoint(PointSpec):
+    """A point of a Modbus profile: a table, a 0-based protocol address, and for values wider
+    than a register the order of words and bytes; optionally one bit of a ``u16`` register."""
 
-    protocol: Literal["modbus", "opcua"] = Field(description="how the device is reached")
-    description: str = Field(default="", description="free text")
-    points: dict[str, PointSpec] = Field(
-        min_length=1, description="the device's data points by name (see below)"
+    has: ClassVar[str] = "a modbus profile's points have table and address"
+
+    protocol: Literal["modbus"] = Field(
+        default="modbus", description="`modbus`; may be left out (the profile's protocol)"
     )
-    # Modbus read planning: merge reads across gaps up to this many registers, never read more
-    # than this many registers in one request (the protocol allows 125)
+    table: ModbusTable = Field(description="Modbus table the point lives in")
+    address: int = Field(ge=0, le=65535, description="Modbus protocol address, 0-based")
+    bit: int | None = Field(
+        default=None, ge=0, le=15, description="bit field: this bit of a u16 register (0 = LSB)"
+    )
+    word_order: ByteOrder = Field(
+        default="big", description="order of the 16-bit registers of a 32/64-bit value"
+    )
+    byte_order: ByteOrder = Field(
+        default="big", description="order of the two bytes within each register"
+    )
+
+    @model_validator(mode="after")
+    def _registers(self) -> Self:
+        if self.bit is not None and (self.table not in ("holding", "input") or self.type != "u16"):
+            raise ValueError("a bit field needs table holding or input and type u16")
+        if self.bit is not None and self.writable:
+            raise ValueError("bit fields are read-only (a write would clobber the other bits)")
+        if self.table in ("coil", "discrete") and self.type != "bool":
+            raise ValueError(f"a {self.table} point must have type bool, not {self.type}")
+        if self.table in ("holding", "input") and self.type == "bool":
+            raise ValueError("type bool needs table coil or discrete")
+        if self.writable and self.table in ("input", "discrete"):
+            raise ValueError(f"a point in table {self.table} is read-only and cannot be writable")
+        return self
+
+    @property
+    def node(self) -> None:
+        """No OPC-UA NodeId: a Modbus point."""
+        return None
+
+    @property
+    def browse_path(self) -> None:
+        """No OPC-UA browse path: a Modbus point."""
+        return None
+
+
+class OpcUaPoint(PointSpec):
+    """A point of an OPC-UA profile: a node, by NodeId or by browse path. The driver writes a
+    value in the node's own data type, not in ``type`` (which the emulator serves)."""
+
+    has: ClassVar[str] = "an opcua profile's points have node or browse_path"
+
+    protocol: Literal["opcua"] = Field(
+        default="opcua", description="`opcua`; may be left out (the profile's protocol)"
+    )
+    node: str | None = Field(
+        default=None,
+        description="OPC-UA NodeId: `[ns=<index>;|nsu=<uri>;]<i|s|g|b>=<id>`, "
+        "e.g. `ns=2;s=Room1.Temperature`",
+    )
+    browse_path: str | None = Field(
+        default=None,
+        description="browse path from the Objects folder, instead of `node`: steps "
+        "`<namespace index>:<browse name>` joined by `/`, e.g. `2:School/2:Temperature`",
+    )
+
+    @field_validator("node")
+    @classmethod
+    def _node_id(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_node_id(v)  # AddressError (a ValueError) names what is wrong
+        return v
+
+    @field_validator("browse_path")
+    @classmethod
+    def _browse_path(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_browse_path(v)
+        return v
+
+    @model_validator(mode="after")
+    def _one_address(self) -> Self:
+        if self.node is not None and self.browse_path is not None:
+            raise ValueError("give either node or browse_path, not both")
+        if self.node is None and self.browse_path is None:
+            raise ValueError("an opcua point needs node or browse_path (neither is given)")
+        return self
+
+    @property
+    def table(self) -> None:
+        """No Modbus table: an OPC-UA point."""
+        return None
+
+    @property
+    def address(self) -> None:
+        """No Modbus address: an OPC-UA point."""
+        return None
+
+    @property
+    def bit(self) -> None:
+        """No bit field: an OPC-UA point."""
+        return None
+
+    @property
+    def word_order(self) -> ByteOrder:
+        """``big``: without meaning for OPC-UA (a node's value is not registers)."""
+        return "big"
+
+    @property
+    def byte_order(self) -> ByteOrder:
+        """``big``: without meaning for OPC-UA."""
+        return "big"
+
+
+_POINTS = _family("point", PointSpec, ModbusPoint, OpcUaPoint)
+#: a point of either protocol, told by ``protocol`` or by its own fields (a point on its own)
+Point = Annotated[
+    Annotated[ModbusPoint, Tag("modbus")] | Annotated[OpcUaPoint, Tag("opcua")],
+    _discriminator(
+        _POINTS,
+        "cannot tell the point's protocol: give protocol (modbus or opcua), table and address "
+        "(Modbus), or node or browse_path (OPC-UA)",
+    ),
+]
+_UNION_OF[PointSpec] = TypeAdapter(Point)
+
+
+# ------------------------------------------------------------------------- device profiles
+
+
+def _points_field() -> Any:
+    return Field(min_length=1, description="the device's data points by name (see below)")
+
+
+class DeviceProfile(_Tagged):
+    """A device model, declared once and referenced by devices: protocol plus point map.
+
+    The base of :class:`ModbusProfile` and :class:`OpcUaProfile`; the protocol decides which.
+    """
+
+    protocol: ProtocolName = Field(description="how the device is reached: `modbus` or `opcua`")
+    description: str = Field(default="", description="free text")
+    points: Mapping[str, PointSpec] = _points_field()
+
+
+class ModbusProfile(DeviceProfile):
+    """A Modbus device model: its points and how to read and write them."""
+
+    protocol: Literal["modbus"] = Field(description="how the device is reached: `modbus`")
+    points: dict[str, ModbusPoint] = _points_field()
+    # read planning: merge reads across gaps up to this many registers, never read more than
+    # this many registers in one request (the protocol allows 125)
     max_gap_registers: int = Field(
         default=8,
         ge=0,
         le=124,
-        description="Modbus: read through gaps of up to this many unused registers to merge "
-        "reads into one request [registers]",
+        description="read through gaps of up to this many unused registers to merge reads into "
+        "one request [registers]",
     )
     max_read_registers: int = Field(
-        default=125,
-        ge=1,
-        le=125,
-        description="Modbus: most registers read by one request [registers]",
+        default=125, ge=1, le=125, description="most registers read by one request [registers]"
     )
     write_function: Literal["single", "multiple"] = Field(
         default="multiple",
-        description="Modbus: function code of register writes: `multiple` (16, Write Multiple "
+        description="function code of register writes: `multiple` (16, Write Multiple "
         "Registers) or `single` (06, Write Single Register, for controllers that accept only "
         "that; then no writable point may span more than one register); coils use 05 either way",
     )
 
     @model_validator(mode="after")
-    def _locations(self) -> DeviceProfile:
-        for name, p in self.points.items():
-            if self.protocol == "modbus" and (p.table is None or p.address is None):
-                raise ValueError(f"point {name!r}: a modbus point needs table and address")
-            if self.protocol == "modbus" and p.node is not None:
-                raise ValueError(f"point {name!r}: a modbus point has no node")
-            if self.protocol == "opcua" and p.node is None and p.browse_path is None:
-                raise ValueError(
-                    f"point {name!r}: an opcua point needs node or browse_path (neither is given)"
-                )
-            if self.protocol == "modbus" and p.browse_path is not None:
-                raise ValueError(f"point {name!r}: a modbus point has no browse_path")
-            if self.protocol == "opcua" and (p.table is not None or p.address is not None):
-                raise ValueError(f"point {name!r}: an opcua point has no table/address")
-            if (
-                self.protocol == "modbus"
-                and self.write_function == "single"
-                and p.writable
-                and p.table == "holding"
-                and p.register_count > 1
-            ):
-                raise ValueError(
-                    f"point {name!r} ({p.type}) spans {p.register_count} registers, but "
-                    "write_function single (function code 06) writes one register; use "
-                    "write_function: multiple, or a 16-bit type"
-                )
-        if self.protocol == "opcua" and self.write_function != "multiple":
-            # (the default may appear in a dumped config; only `single` would mean something)
-            raise ValueError("write_function is for modbus profiles only")
-        if self.protocol == "modbus":
-            _check_overlaps(self.points)
+    def _writes_and_overlaps(self) -> Self:
+        if self.write_function == "single":
+            for name, p in self.points.items():
+                if p.writable and p.table == "holding" and p.register_count > 1:
+                    raise ValueError(
+                        f"point {name!r} ({p.type}) spans {p.register_count} registers, but "
+                        "write_function single (function code 06) writes one register; use "
+                        "write_function: multiple, or a 16-bit type"
+                    )
+        _check_overlaps(self.points)
         return self
 
 
-def _check_overlaps(points: dict[str, PointSpec]) -> None:
+class OpcUaProfile(DeviceProfile):
+    """An OPC-UA device model: its points, each a node of the server."""
+
+    protocol: Literal["opcua"] = Field(description="how the device is reached: `opcua`")
+    points: dict[str, OpcUaPoint] = _points_field()
+
+
+def _check_overlaps(points: Mapping[str, ModbusPoint]) -> None:
     spans: dict[str, list[tuple[int, int, str]]] = {}
     for name, p in points.items():
-        assert p.table is not None and p.address is not None
         if p.bit is not None:
             continue  # bit fields share their register with other bit fields
         spans.setdefault(p.table, []).append((p.address, p.address + p.register_count, name))
@@ -314,12 +567,26 @@ def _check_overlaps(points: dict[str, PointSpec]) -> None:
                 raise ValueError(f"points {n0!r} and {n1!r} overlap in {table} registers")
 
 
+#: a profile's protocol is always named, never told by its fields
+_PROFILES = _family("profile", DeviceProfile, ModbusProfile, OpcUaProfile, infer=False)
+Profile = Annotated[
+    Annotated[ModbusProfile, Tag("modbus")] | Annotated[OpcUaProfile, Tag("opcua")],
+    _discriminator(_PROFILES, "a profile needs protocol: modbus or opcua"),
+]
+_UNION_OF[DeviceProfile] = TypeAdapter(Profile)
+
+
 # --------------------------------------------------------------------------------- devices
 
 
-class ModbusEndpoint(_Model):
+class ModbusEndpoint(_Tagged):
     """A Modbus TCP unit: ``host:port`` (shared by every unit behind one gateway) and unit id."""
 
+    has: ClassVar[str] = "a modbus endpoint has host, port and unit_id"
+
+    protocol: Literal["modbus"] = Field(
+        default="modbus", description="`modbus`; may be left out (the device profile's protocol)"
+    )
     host: str = Field(
         description="IPv4/IPv6 address or DNS host name, without the port (that is `port`)"
     )
@@ -337,10 +604,15 @@ class ModbusEndpoint(_Model):
         return check_host(v)
 
 
-class OpcUaEndpoint(_Model):
+class OpcUaEndpoint(_Tagged):
     """An OPC-UA server. Certificate paths are relative to the site file; credentials are
     never in the YAML: ``username_env``/``password_env`` name environment variables."""
 
+    has: ClassVar[str] = "an opcua endpoint has url"
+
+    protocol: Literal["opcua"] = Field(
+        default="opcua", description="`opcua`; may be left out (the device profile's protocol)"
+    )
     url: str = Field(description="`opc.tcp://HOST:PORT/path`")
     security: Literal["none", "sign", "sign_and_encrypt"] = Field(
         default="none", description="message security mode"
@@ -377,7 +649,7 @@ class OpcUaEndpoint(_Model):
         return check_url(v, schemes=("opc.tcp",), require_port=True)
 
     @model_validator(mode="after")
-    def _security(self) -> OpcUaEndpoint:
+    def _security(self) -> Self:
         if self.security != "none" and (self.certificate is None or self.private_key is None):
             raise ValueError(f"security {self.security} needs certificate and private_key")
         if (self.username_env is None) != (self.password_env is None):
@@ -385,28 +657,11 @@ class OpcUaEndpoint(_Model):
         return self
 
 
-def _endpoint_kind(v: Any) -> str | None:
-    """Pick the endpoint model up front: a mapping with ``url`` is OPC-UA, any other is Modbus,
-    so a broken endpoint reports only the errors of the member it was meant to be."""
-    if isinstance(v, OpcUaEndpoint):
-        return "opcua"
-    if isinstance(v, ModbusEndpoint):
-        return "modbus"
-    if isinstance(v, dict):
-        return "opcua" if "url" in v else "modbus"
-    return None
-
-
-#: the tags of the endpoint union; pydantic puts the chosen one into an error's loc
-_ENDPOINT_TAGS = frozenset({"modbus", "opcua"})
-
+_ENDPOINTS = _family("endpoint", None, ModbusEndpoint, OpcUaEndpoint)
+#: an endpoint of either protocol; in a site, its device's profile's (``SiteConfig``)
 Endpoint = Annotated[
     Annotated[ModbusEndpoint, Tag("modbus")] | Annotated[OpcUaEndpoint, Tag("opcua")],
-    Discriminator(
-        _endpoint_kind,
-        custom_error_type="endpoint_type",
-        custom_error_message="expected a mapping: host/port/unit_id (Modbus) or url (OPC-UA)",
-    ),
+    _discriminator(_ENDPOINTS, "expected a mapping: host/port/unit_id (Modbus) or url (OPC-UA)"),
 ]
 
 
@@ -416,7 +671,8 @@ class Device(_Model):
     id: Annotated[str, Field(pattern=_ID, description="unique id: lower case, digits, `_`, `-`")]
     profile: str = Field(description="name of its entry in `profiles`")
     endpoint: Endpoint = Field(
-        description="Modbus TCP (`host`, …) or OPC-UA (`url`, …), see the two tables below"
+        description="where the device is reached, in its profile's protocol: Modbus TCP "
+        "(`host`, …) or OPC-UA (`url`, …), see the two tables below"
     )
     poll_interval_s: float = Field(default=10.0, gt=0, description="time between two polls [s]")
     timeout_s: float = Field(
@@ -741,7 +997,7 @@ class SiteConfig(_Model):
     """One site file."""
 
     site: SiteInfo = Field(description="name, time zone, position")
-    profiles: dict[str, DeviceProfile] = Field(description="device models by name")
+    profiles: dict[str, Profile] = Field(description="device models by name")
     devices: list[Device] = Field(min_length=1, description="field devices")
     segments: list[Segment] = Field(default_factory=list, description="street segments")
     buildings: list[Building] = Field(default_factory=list, description="heated buildings")
@@ -751,6 +1007,35 @@ class SiteConfig(_Model):
 
     # (the devices list it was built from, device id -> position in it), built on first use
     _device_index: tuple[list[Device], dict[str, int]] | None = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _endpoint_protocols(cls, data: Any) -> Any:
+        """A device's endpoint is of its profile's protocol: each endpoint that names no
+        ``protocol`` gets the one of its device's profile, unless it has fields that only
+        another protocol's endpoint has (then it keeps that one, and the cross-check says the
+        two disagree). The input is not changed: changed devices are copies."""
+        if not isinstance(data, dict):
+            return data
+        profiles, devices = data.get("profiles"), data.get("devices")
+        if not isinstance(profiles, dict) or not isinstance(devices, list):
+            return data
+        protocol_of = {
+            name: p.get("protocol") if isinstance(p, dict) else getattr(p, "protocol", None)
+            for name, p in profiles.items()
+        }
+        out: list[Any] = []
+        changed = False
+        for d in devices:
+            ep = d.get("endpoint") if isinstance(d, dict) else None
+            if isinstance(ep, dict) and ep.get("protocol") is None:
+                profile = d.get("profile")
+                proto = protocol_of.get(profile) if isinstance(profile, str) else None
+                if proto in _ENDPOINTS.members and _ENDPOINTS.inferred(ep) in (None, proto):
+                    d = {**d, "endpoint": {**ep, "protocol": proto}}
+                    changed = True
+            out.append(d)
+        return {**data, "devices": out} if changed else data
 
     def device(self, device_id: str) -> Device:
         """The device with this id (``KeyError`` if there is none), in constant time."""
@@ -814,10 +1099,12 @@ def _cross_check(cfg: SiteConfig) -> Iterator[ConfigIssue]:
             )
             continue
         proto = cfg.profiles[d.profile].protocol
-        if proto == "modbus" and not isinstance(d.endpoint, ModbusEndpoint):
-            yield ConfigIssue(("devices", i, "endpoint"), "a modbus device needs host/port/unit_id")
-        if proto == "opcua" and not isinstance(d.endpoint, OpcUaEndpoint):
-            yield ConfigIssue(("devices", i, "endpoint"), "an opcua device needs url")
+        if d.endpoint.protocol != proto:
+            yield ConfigIssue(
+                ("devices", i, "endpoint"),
+                f"profile {d.profile!r} is {proto}, but this endpoint is {d.endpoint.protocol}; "
+                f"{_ENDPOINTS.members[proto].has}",
+            )
         if isinstance(d.endpoint, OpcUaEndpoint) and d.endpoint.subscribe:
             # keep-alives come about once per publishing interval; two must fit in the limit
             if 2 * d.endpoint.publishing_interval_ms / 1000 > d.stale_after_s:
@@ -1019,9 +1306,11 @@ def validate_site(
             cfg = SiteConfig.model_validate(data)
     except ValidationError as exc:
         issues = []
-        for err in exc.errors(include_url=False, include_context=False, include_input=False):
+        for err in exc.errors(include_url=False, include_context=False):
             loc = _strip_union_tags(err["loc"])
             msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == _PROTOCOL_ERROR:
+                loc, msg = _protocol_issue(loc, msg, err["input"])
             issues.append(ConfigIssue(loc, msg, _line_for(loc, lines)))
         raise SiteConfigError(file, issues) from None
     problems = [ConfigIssue(i.path, i.message, _line_for(i.path, lines)) for i in _cross_check(cfg)]
@@ -1056,13 +1345,33 @@ def _resolve_files(cfg: SiteConfig, base_dir: Path) -> tuple[SiteConfig, list[Co
 
 
 def _strip_union_tags(loc: tuple[int | str, ...]) -> tuple[str | int, ...]:
-    """Drop the union tag pydantic inserts after ``endpoint`` (``devices.0.endpoint.modbus.port``
-    becomes ``devices.0.endpoint.port``). Only there: a profile may well be named ``modbus``."""
+    """Drop the protocol tags pydantic inserts into the location of an error in a tagged union:
+    after a device's ``endpoint`` (``devices.0.endpoint.modbus.port`` becomes
+    ``devices.0.endpoint.port``) and after a profile's name (``profiles.school.opcua.points``
+    becomes ``profiles.school.points``). Only there: a profile may well be named ``modbus``."""
     return tuple(
         p
         for n, p in enumerate(loc)
-        if not (n > 0 and loc[n - 1] == "endpoint" and p in _ENDPOINT_TAGS)
+        if not (
+            p in _PROFILES.members
+            and (
+                (n == 3 and loc[0] == "devices" and loc[2] == "endpoint")
+                or (n == 2 and loc[0] == "profiles")
+            )
+        )
     )
+
+
+def _protocol_issue(
+    loc: tuple[str | int, ...], message: str, given: Any
+) -> tuple[tuple[str | int, ...], str]:
+    """Where and what, for a profile or endpoint whose protocol cannot be told: an unknown
+    ``protocol`` is named, at its own line; else the family's message stands."""
+    named = given.get("protocol") if isinstance(given, dict) else None
+    if named is None:
+        return loc, message
+    known = ", ".join(_PROFILES.members)
+    return (*loc, "protocol"), f"unknown protocol {str(named)[:40]!r}; known: {known}"
 
 
 def load_site(path: str | Path) -> SiteConfig:

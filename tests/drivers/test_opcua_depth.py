@@ -45,7 +45,7 @@ from laterne.drivers.errors import (
 from laterne.drivers.opcua import LinkState, Mode, OpcUaDevice
 from laterne.drivers.opcua_feed import Feed, keepalive_count
 from laterne.drivers.opcua_paths import format_browse_path, parse_browse_path
-from laterne.models.site import Device, DeviceProfile, PointSpec
+from laterne.models.site import Device, DeviceProfile, OpcUaPoint, OpcUaProfile
 from laterne.models.values import Quality
 
 from .conftest import FakeClock, free_port, profile
@@ -278,8 +278,8 @@ def test_browse_path_format() -> None:
 def test_malformed_address_fails_at_construction(where: str, text: str, says: str) -> None:
     # the site loader refuses these already; the driver parses again (with the same parser)
     # for profiles built in code, bypassing validation as model_construct does
-    spec = PointSpec.model_construct(**{where: text})
-    prof = DeviceProfile.model_construct(protocol="opcua", points={"t": spec})
+    spec = OpcUaPoint.model_construct(**{where: text})
+    prof = OpcUaProfile.model_construct(protocol="opcua", points={"t": spec})
     with pytest.raises(ValueError, match=re.escape(says)):
         OpcUaDevice(opcua_device("opc.tcp://127.0.0.1:4840/"), prof)
 

@@ -11,7 +11,11 @@ from laterne.models.site import (
     DeviceProfile,
     LightingBand,
     ModbusEndpoint,
+    ModbusPoint,
+    ModbusProfile,
     OpcUaEndpoint,
+    OpcUaPoint,
+    OpcUaProfile,
     PointRef,
     PointSpec,
     SiteConfig,
@@ -31,8 +35,9 @@ def test_docs_configuration_md_is_current() -> None:
 def test_every_model_of_the_schema_has_a_section_at_its_yaml_path() -> None:
     where = {s.model: s.path for s in sections()}
     assert where[SiteConfig] == ""
-    assert where[DeviceProfile] == "profiles.<name>"
-    assert where[PointSpec] == "profiles.<name>.points.<name>"
+    assert where[ModbusProfile] == where[OpcUaProfile] == "profiles.<name>"
+    assert where[ModbusPoint] == where[OpcUaPoint] == "profiles.<name>.points.<name>"
+    assert DeviceProfile not in where and PointSpec not in where  # bases, never in a file
     assert where[ModbusEndpoint] == where[OpcUaEndpoint] == "devices[].endpoint"
     assert where[LightingBand] == "segments[].bands[]"
     assert PointRef not in where  # written as "device.point", not as a mapping
@@ -72,8 +77,12 @@ def test_defaults_types_and_units_are_shown() -> None:
     ]
     assert seg["rated_power_w"][2] == "*required*"
     assert seg["power"][1:3] == ["`device.point`", "*not set*"]
-    profile = section_rows(text, "`profiles.<name>`")
+    profile = section_rows(text, "`profiles.<name>` — Modbus profile")
     assert profile["write_function"][1:3] == ["`single` \\| `multiple`", "`multiple`"]
+    assert "write_function" not in section_rows(text, "`profiles.<name>` — OPC-UA profile")
+    point = section_rows(text, "`profiles.<name>.points.<name>` — OPC-UA point")
+    assert point["protocol"][1:3] == ["`opcua`", "`opcua`"]
+    assert "table" not in point and "node" in point
     history = section_rows(text, "`history`")
     assert history["raw_retention_days"][2:] == [
         "`30`",

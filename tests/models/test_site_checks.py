@@ -274,11 +274,10 @@ def test_node_and_browse_path_together_say_so(tmp_path: Path) -> None:
 
 
 def test_neither_node_nor_browse_path_says_so(tmp_path: Path) -> None:
-    _broken, err = refused(tmp_path, GYM_NODE + ", ", "")
-    _line, message = the_issue(err, "profiles.school-bms")
-    assert message == (
-        "point 'gym_temp_c': an opcua point needs node or browse_path (neither is given)"
-    )
+    broken, err = refused(tmp_path, GYM_NODE + ", ", "")
+    line, message = the_issue(err, GYM_FIELD)
+    assert message == "an opcua point needs node or browse_path (neither is given)"
+    assert line == line_of(broken, "gym_temp_c:")
 
 
 # ------------------------------------------------------------------- write_function
