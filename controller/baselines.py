@@ -17,8 +17,7 @@ is unknown gets its default setpoint).
   traffic policy heats.
 
 Reason codes: off by day is ``daylight``, the heating ``occupied``/``setback``. A lit baseline
-level is recorded as ``traffic`` (:data:`LIT_REASON`) only because :class:`Reason` has no code
-for a fixed schedule yet; it does not mean that traffic was measured.
+level is recorded as ``schedule`` (:data:`LIT_REASON`): a fixed rule, no traffic measured.
 """
 
 from __future__ import annotations
@@ -39,7 +38,7 @@ from .sun import sun_elevation_deg
 __all__ = ["LIT_REASON", "FixedSchedule", "FullPower"]
 
 #: the reason recorded for a baseline's lit level (no schedule code in :class:`Reason` yet)
-LIT_REASON: Final = Reason.TRAFFIC
+LIT_REASON: Final = Reason.SCHEDULE
 
 
 def _sun(layout: SiteLayout, obs: Observation, now: datetime) -> float:

@@ -75,7 +75,9 @@ def _override_values(
 ) -> FloatArray:
     """Per element of ``group``: the value of the override in force at ``now`` (NaN: none)."""
     out = np.full(group.size, np.nan)
-    index = {k: i for i, k in enumerate(group.ids)}
+    if not overrides:
+        return out
+    index = group.index
     for o in sorted((o for o in overrides if o.active(now)), key=lambda o: o.start):
         if o.target == group.target:
             if o.id not in index:

@@ -62,6 +62,11 @@ class ActuatorGroup:
     def size(self) -> int:
         return len(self.ids)
 
+    @cached_property
+    def index(self) -> Mapping[str, int]:
+        """Element id -> position."""
+        return MappingProxyType({k: i for i, k in enumerate(self.ids)})
+
 
 def day_type_of(layout: SiteLayout, local_day: date) -> int:
     """The day type of a local date: a special day's type, else its weekday (0 = Monday)."""

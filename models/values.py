@@ -92,6 +92,7 @@ class Reason(IntEnum):
     CLAMPED = 5  # safety filter moved the value into its bounds
     RAMPED = 6  # safety filter limited the change per cycle
     OVERRIDE = 7  # manual override in force
+    SCHEDULE = 8  # a fixed schedule (a baseline policy), not the traffic
 
     @property
     def label(self) -> str:
