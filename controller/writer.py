@@ -30,8 +30,8 @@ from typing import Protocol
 import numpy as np
 
 from laterne.drivers.base import DeviceClient
-from laterne.drivers.codec import readback_tolerance
 from laterne.drivers.errors import CommunicationError, DriverError, InvalidCommand
+from laterne.drivers.scaling import readback_tolerance
 from laterne.models.layout import SiteLayout
 from laterne.models.site import PointSpec, SiteConfig
 from laterne.models.snapshot import CommandRecord, DriftRecord

@@ -34,7 +34,7 @@ injected monotonic clock. Any answer, even an exception response, ends it. Loss 
 a gateway are logged once each, on the transition.
 
 A :class:`ModbusDevice` is one unit id plus its profile. It reads all points through the merged
-read plan of :func:`~laterne.drivers.codec.plan_reads`, sized by the profile
+read plan of :func:`~laterne.drivers.modbus_codec.plan_reads`, sized by the profile
 (``max_gap_registers``, ``max_read_registers``); if the device refuses a read that spans a gap
 (ILLEGAL DATA ADDRESS), it re-plans once without gaps and keeps that plan. A unit that does not
 answer (a dead RTU slave behind a live gateway) gets its own backoff: until it is due again its
@@ -64,7 +64,6 @@ from laterne.models.site import Device, DeviceProfile, ModbusEndpoint, ModbusPro
 from laterne.models.values import PointReading, Quality
 
 from .backoff import Backoff
-from .codec import BlockDecoder, ReadBlock, Table, decode, encode, plan_reads, readback_tolerance
 from .errors import (
     DecodeError,
     DeviceOffline,
@@ -74,7 +73,9 @@ from .errors import (
     WriteMismatch,
     map_exceptions,
 )
+from .modbus_codec import BlockDecoder, ReadBlock, Table, decode, encode, plan_reads
 from .points import check_command, faulty_reading, reading_from_value, require_utc
+from .scaling import readback_tolerance
 
 __all__ = ["ModbusDevice", "ModbusGateway"]
 
@@ -510,9 +511,9 @@ class ModbusDevice:
 
     async def write(self, point: str, value: float) -> float:
         """Write one point and read it back; see :meth:`laterne.drivers.base.DeviceClient.write`."""
-        spec = check_command(self.device_id, self._profile.points, point, value)
+        check_command(self.device_id, self._profile.points, point, value)
+        spec = self._profile.points[point]  # as a ModbusPoint
         raw = encode(value, spec)
-        assert spec.table is not None and spec.address is not None  # the profile guarantees it
         self._attach()
         if spec.table == "coil":
             await self._gateway.write_coil(self.unit_id, spec.address, bool(raw[0]))

@@ -108,7 +108,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -127,7 +126,6 @@ from asyncua.ua.status_codes import StatusCodes
 
 from laterne.models.opcua_address import NodeAddress, parse_node_id
 from laterne.models.site import (
-    DataType,
     Device,
     DeviceProfile,
     OpcUaEndpoint,
@@ -137,7 +135,6 @@ from laterne.models.site import (
 from laterne.models.values import PointReading
 
 from .backoff import Backoff
-from .codec import readback_tolerance
 from .errors import (
     BadStatus,
     CommunicationError,
@@ -166,6 +163,7 @@ from .opcua_paths import (
 )
 from .opcua_security import apply_credentials, apply_security
 from .points import check_command, faulty_reading, reading_from_value, require_utc
+from .scaling import RawType, float_type, int_type, raw_from_value, readback_tolerance
 
 __all__ = ["LinkState", "Mode", "OpcUaDevice", "ua_raw_from_value", "value_from_ua"]
 
@@ -174,32 +172,20 @@ _log = logging.getLogger(__name__)
 UaRaw = bool | int | float
 Mode = Literal["subscription", "polling"]
 
-#: integer range of each OPC-UA integer type
-_UA_INT_RANGE: dict[ua.VariantType, tuple[int, int]] = {
-    ua.VariantType.SByte: (-(2**7), 2**7 - 1),
-    ua.VariantType.Byte: (0, 2**8 - 1),
-    ua.VariantType.Int16: (-(2**15), 2**15 - 1),
-    ua.VariantType.UInt16: (0, 2**16 - 1),
-    ua.VariantType.Int32: (-(2**31), 2**31 - 1),
-    ua.VariantType.UInt32: (0, 2**32 - 1),
-    ua.VariantType.Int64: (-(2**63), 2**63 - 1),
-    ua.VariantType.UInt64: (0, 2**64 - 1),
+#: the raw number type of each numeric OPC-UA type (:func:`ua_raw_from_value`)
+_UA_RAW_TYPES: dict[ua.VariantType, RawType] = {
+    ua.VariantType.Boolean: int_type("Boolean", 1, signed=False),
+    ua.VariantType.SByte: int_type("SByte", 8, signed=True),
+    ua.VariantType.Byte: int_type("Byte", 8, signed=False),
+    ua.VariantType.Int16: int_type("Int16", 16, signed=True),
+    ua.VariantType.UInt16: int_type("UInt16", 16, signed=False),
+    ua.VariantType.Int32: int_type("Int32", 32, signed=True),
+    ua.VariantType.UInt32: int_type("UInt32", 32, signed=False),
+    ua.VariantType.Int64: int_type("Int64", 64, signed=True),
+    ua.VariantType.UInt64: int_type("UInt64", 64, signed=False),
+    ua.VariantType.Float: float_type("Float", 32),
+    ua.VariantType.Double: float_type("Double", 64),
 }
-#: the Modbus-side data type with the same read-back tolerance as each OPC-UA type
-_TOLERANCE_TYPE: dict[ua.VariantType, DataType] = {
-    ua.VariantType.Boolean: "bool",
-    ua.VariantType.SByte: "i16",
-    ua.VariantType.Byte: "u16",
-    ua.VariantType.Int16: "i16",
-    ua.VariantType.UInt16: "u16",
-    ua.VariantType.Int32: "i32",
-    ua.VariantType.UInt32: "u32",
-    ua.VariantType.Int64: "i64",
-    ua.VariantType.UInt64: "u64",
-    ua.VariantType.Float: "f32",
-    ua.VariantType.Double: "f64",
-}
-_F32_MAX = 3.4028234663852886e38
 #: the connect sequence is about five round trips (hello, channel, session, activate, ...)
 _CONNECT_ROUND_TRIPS = 5
 
@@ -218,34 +204,19 @@ class LinkState(StrEnum):
 def ua_raw_from_value(value: float, spec: PointSpec, variant_type: ua.VariantType) -> UaRaw:
     """The raw node value of engineering ``value``: ``(value - offset) / scale``, node's type.
 
+    The rounding and range checks are every driver's
+    (:func:`~laterne.drivers.scaling.raw_from_value`); a Boolean node gets ``True``/``False``.
+
     Raises
     ------
     EncodeError
         not finite, out of the type's range, not 0/1 for Boolean, or an unsupported type.
     """
-    name = variant_type.name
-    if not math.isfinite(value):
-        raise EncodeError(value, name, "not a finite number")
-    raw = (value - spec.offset) / spec.scale
-    if variant_type is ua.VariantType.Double:
-        return float(raw)
-    if variant_type is ua.VariantType.Float:
-        if abs(raw) > _F32_MAX:
-            raise EncodeError(value, name, f"raw value {raw!r} exceeds the Float range")
-        return float(raw)
-    if not math.isfinite(raw):
-        raise EncodeError(value, name, f"raw value {raw!r} is not finite")
-    raw_int = int(math.copysign(math.floor(abs(raw) + 0.5), raw))  # round half away from zero
-    if variant_type is ua.VariantType.Boolean:
-        if raw_int not in (0, 1):
-            raise EncodeError(value, name, f"raw value {raw_int} is not 0 or 1")
-        return bool(raw_int)
-    if variant_type not in _UA_INT_RANGE:
-        raise EncodeError(value, name, "the node's data type is not numeric")
-    lo, hi = _UA_INT_RANGE[variant_type]
-    if not lo <= raw_int <= hi:
-        raise EncodeError(value, name, f"raw value {raw_int} is outside [{lo}, {hi}]")
-    return raw_int
+    raw_type = _UA_RAW_TYPES.get(variant_type)
+    if raw_type is None:
+        raise EncodeError(value, variant_type.name, "the node's data type is not numeric")
+    raw = raw_from_value(value, spec, raw_type)
+    return bool(raw) if variant_type is ua.VariantType.Boolean else raw
 
 
 def value_from_ua(raw: object, spec: PointSpec) -> float:
@@ -468,7 +439,7 @@ class OpcUaDevice:
                 session.feed.update(point, dv)
         got = self._value_of(dv, spec)
         expected = value_from_ua(raw, spec)
-        tolerance = readback_tolerance(expected, spec, _TOLERANCE_TYPE[variant_type])
+        tolerance = readback_tolerance(expected, spec, _UA_RAW_TYPES[variant_type])
         if abs(got - expected) > tolerance:
             raise WriteMismatch(point, value, got, context=self.device_id)
         return got

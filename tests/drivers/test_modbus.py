@@ -14,7 +14,6 @@ from pymodbus.constants import ExcCodes
 
 from laterne.drivers.backoff import Backoff
 from laterne.drivers.base import DeviceClient
-from laterne.drivers.codec import ReadBlock
 from laterne.drivers.errors import (
     DeviceOffline,
     DeviceTimeout,
@@ -25,6 +24,7 @@ from laterne.drivers.errors import (
     WriteMismatch,
 )
 from laterne.drivers.modbus import ModbusDevice, ModbusGateway
+from laterne.drivers.modbus_codec import ReadBlock
 from laterne.models.site import DeviceProfile
 from laterne.models.values import Quality
 

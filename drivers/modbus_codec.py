@@ -1,5 +1,8 @@
 """Modbus register codec and read planner: pure functions, no I/O, no pymodbus.
 
+Modbus only: what a register means. Scaling and the raw number's rounding and range are shared
+with every driver (:mod:`laterne.drivers.scaling`); OPC-UA has no registers.
+
 Rule: every bit of word order, byte order, scaling and request planning lives here and is
 tested against golden register tables, so a pymodbus upgrade cannot silently change what a
 register means (pymodbus changed coil bit order twice between 3.9 and 3.11). We use
@@ -18,8 +21,9 @@ every word. So for ``u32 0x12345678``::
     big         little      [0x3412, 0x7856]
     little      little      [0x7856, 0x3412]
 
-The engineering value is ``raw * scale + offset``; :func:`encode` inverts it, rounding half away
-from zero for integer types, and raises :class:`EncodeError` when the result does not fit the
+The engineering value is ``raw * scale + offset``; :func:`encode` inverts it through
+:func:`~laterne.drivers.scaling.raw_from_value`, the rounding (half away from zero) and range
+checks every driver shares, and raises :class:`EncodeError` when the result does not fit the
 type. ``bool`` points (coils, discrete inputs) have raw 0 or 1 and follow the same formula.
 Values are Python floats, so 64-bit integers are exact only up to 2**53 (about 9.0e15).
 
@@ -50,11 +54,11 @@ import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
-from laterne.models.site import REGISTER_COUNT, DataType, PointSpec
+from laterne.models.site import REGISTER_COUNT, ModbusPoint, ModbusTable
 
 from .errors import DecodeError, EncodeError
+from .scaling import RAW_TYPES, raw_from_value
 
 __all__ = [
     "MAX_BITS_PER_READ",
@@ -66,10 +70,9 @@ __all__ = [
     "encode",
     "extract",
     "plan_reads",
-    "readback_tolerance",
 ]
 
-Table = Literal["holding", "input", "coil", "discrete"]
+Table = ModbusTable
 
 #: protocol limits of one read request (Modbus Application Protocol v1.1b3, 6.1 to 6.4)
 MAX_REGISTERS_PER_READ = 125
@@ -86,18 +89,6 @@ _STRUCT_CODE: dict[str, str] = {
     "f32": "f",
     "f64": "d",
 }
-_INT_RANGE: dict[str, tuple[int, int]] = {
-    "bool": (0, 1),
-    "u16": (0, 2**16 - 1),
-    "i16": (-(2**15), 2**15 - 1),
-    "u32": (0, 2**32 - 1),
-    "i32": (-(2**31), 2**31 - 1),
-    "u64": (0, 2**64 - 1),
-    "i64": (-(2**63), 2**63 - 1),
-}
-_F32_MAX = 3.4028234663852886e38
-#: relative read-back tolerance of the float types (a few units in the last place)
-_FLOAT_REL_TOL: dict[str, float] = {"f32": 4 * 2.0**-24, "f64": 4 * 2.0**-53}
 _BIT_TABLES: frozenset[str] = frozenset({"coil", "discrete"})
 _TABLE_ORDER: tuple[Table, ...] = ("holding", "input", "coil", "discrete")
 
@@ -105,7 +96,7 @@ _TABLE_ORDER: tuple[Table, ...] = ("holding", "input", "coil", "discrete")
 # ----------------------------------------------------------------------------- values
 
 
-def decode(registers: Sequence[int], spec: PointSpec) -> float:
+def decode(registers: Sequence[int], spec: ModbusPoint) -> float:
     """Decode the registers of one point into its engineering value ``raw * scale + offset``.
 
     Parameters
@@ -136,10 +127,11 @@ def decode(registers: Sequence[int], spec: PointSpec) -> float:
     return float(raw * spec.scale + spec.offset)
 
 
-def encode(value: float, spec: PointSpec) -> list[int]:
+def encode(value: float, spec: ModbusPoint) -> list[int]:
     """Encode an engineering value into the point's registers: the inverse of :func:`decode`.
 
-    Integer types round ``(value - offset) / scale`` half away from zero.
+    Integer types round ``(value - offset) / scale`` half away from zero
+    (:func:`~laterne.drivers.scaling.raw_from_value`).
 
     Raises
     ------
@@ -149,46 +141,14 @@ def encode(value: float, spec: PointSpec) -> list[int]:
     """
     if spec.bit is not None:
         raise EncodeError(value, spec.type, f"bit field (bit {spec.bit}) is read-only")
-    if not math.isfinite(value):
-        raise EncodeError(value, spec.type, "not a finite number")
-    raw = (value - spec.offset) / spec.scale
-    if spec.type in ("f32", "f64"):
-        if spec.type == "f32" and abs(raw) > _F32_MAX:
-            raise EncodeError(value, spec.type, f"raw value {raw!r} exceeds the f32 range")
-        packed = struct.pack(">" + _STRUCT_CODE[spec.type], raw)
-    else:
-        lo, hi = _INT_RANGE[spec.type]
-        if not math.isfinite(raw):
-            raise EncodeError(value, spec.type, f"raw value {raw!r} is not finite")
-        raw_int = _round_half_away(raw)
-        if not lo <= raw_int <= hi:
-            raise EncodeError(value, spec.type, f"raw value {raw_int} is outside [{lo}, {hi}]")
-        if spec.type == "bool":
-            return [raw_int]
-        packed = struct.pack(">" + _STRUCT_CODE[spec.type], raw_int)
+    raw = raw_from_value(value, spec, RAW_TYPES[spec.type])
+    if spec.type == "bool":
+        return [int(raw)]
+    packed = struct.pack(">" + _STRUCT_CODE[spec.type], raw)
     return _from_bytes(packed, spec)
 
 
-def readback_tolerance(
-    expected: float, spec: PointSpec, data_type: DataType | None = None
-) -> float:
-    """Largest difference between ``expected`` and a read-back that still counts as equal.
-
-    Half a scale step for integer types (and bool); a few float ULPs of the value for f32/f64.
-    ``data_type`` overrides ``spec.type`` (OPC-UA: the node's own type decides).
-    """
-    kind = spec.type if data_type is None else data_type
-    if kind in _FLOAT_REL_TOL:
-        magnitude = max(abs(expected), abs(spec.offset), abs(spec.scale))
-        return float(magnitude * _FLOAT_REL_TOL[kind])
-    return float(abs(spec.scale) / 2 * (1 + 1e-9))
-
-
-def _round_half_away(x: float) -> int:
-    return int(math.copysign(math.floor(abs(x) + 0.5), x))
-
-
-def _to_bytes(registers: Sequence[int], spec: PointSpec) -> bytes:
+def _to_bytes(registers: Sequence[int], spec: ModbusPoint) -> bytes:
     words = list(registers)
     if spec.word_order == "little":
         words.reverse()
@@ -196,7 +156,7 @@ def _to_bytes(registers: Sequence[int], spec: PointSpec) -> bytes:
     return struct.pack(f"{fmt}{len(words)}H", *words)
 
 
-def _from_bytes(packed: bytes, spec: PointSpec) -> list[int]:
+def _from_bytes(packed: bytes, spec: ModbusPoint) -> list[int]:
     fmt = ">" if spec.byte_order == "big" else "<"
     words = list(struct.unpack(f"{fmt}{len(packed) // 2}H", packed))
     if spec.word_order == "little":
@@ -231,7 +191,7 @@ class ReadBlock:
 
 
 def plan_reads(
-    points: Mapping[str, PointSpec],
+    points: Mapping[str, ModbusPoint],
     max_gap: int = 8,
     max_count: int = MAX_REGISTERS_PER_READ,
     max_bit_count: int = MAX_BITS_PER_READ,
@@ -240,7 +200,7 @@ def plan_reads(
 
     Parameters
     ----------
-    points : name -> spec; every spec needs ``table`` and ``address``
+    points : name -> spec, each a :class:`~laterne.models.site.ModbusPoint`
     max_gap : read through at most this many unused registers (bits) between two points
     max_count : largest register request (protocol limit 125)
     max_bit_count : largest coil/discrete request (protocol limit 2000)
@@ -258,7 +218,7 @@ def plan_reads(
         raise ValueError(f"max_gap must be >= 0, got {max_gap}")
     by_table: dict[Table, list[tuple[int, int, str]]] = {}
     for name, spec in points.items():
-        if spec.table is None or spec.address is None:
+        if not isinstance(spec, ModbusPoint):
             raise ValueError(f"point {name!r} has no Modbus table/address")
         by_table.setdefault(spec.table, []).append((spec.address, spec.register_count, name))
 
@@ -285,7 +245,7 @@ def plan_reads(
     return blocks
 
 
-def extract(block_registers: Sequence[int], block: ReadBlock, spec: PointSpec) -> list[int]:
+def extract(block_registers: Sequence[int], block: ReadBlock, spec: ModbusPoint) -> list[int]:
     """The registers (bits) of one point out of the answer to ``block``.
 
     Raises
@@ -295,7 +255,7 @@ def extract(block_registers: Sequence[int], block: ReadBlock, spec: PointSpec) -
     ValueError
         the point does not lie in ``block`` (a planning bug, not a field failure).
     """
-    if spec.table != block.table or spec.address is None:
+    if spec.table != block.table:
         raise ValueError(f"point in {spec.table} is not part of a {block.table} block")
     offset = spec.address - block.address
     n = spec.register_count
@@ -342,13 +302,13 @@ class BlockDecoder:
 
     __slots__ = ("_block", "_buffers_needed", "_plans")
 
-    def __init__(self, block: ReadBlock, points: Mapping[str, PointSpec]) -> None:
+    def __init__(self, block: ReadBlock, points: Mapping[str, ModbusPoint]) -> None:
         self._block = block
         plans: list[_PointPlan] = []
         needed = 0
         for name in block.points:
             spec = points[name]
-            if spec.table != block.table or spec.address is None:
+            if spec.table != block.table:
                 raise ValueError(f"point {name!r} is not part of {block}")
             off = spec.address - block.address
             n = spec.register_count

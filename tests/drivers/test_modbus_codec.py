@@ -7,22 +7,22 @@ from typing import Any
 
 import pytest
 
-from laterne.drivers.codec import (
+from laterne.drivers.errors import DecodeError, EncodeError
+from laterne.drivers.modbus_codec import (
     BlockDecoder,
     ReadBlock,
     decode,
     encode,
     extract,
     plan_reads,
-    readback_tolerance,
 )
-from laterne.drivers.errors import DecodeError, EncodeError
-from laterne.models.site import PointSpec
+from laterne.drivers.scaling import readback_tolerance
+from laterne.models.site import ModbusPoint, OpcUaPoint
 
 
-def spec(type_: str = "u16", **kw: Any) -> PointSpec:
+def spec(type_: str = "u16", **kw: Any) -> ModbusPoint:
     table = "coil" if type_ == "bool" else "holding"
-    return PointSpec.model_validate({"table": table, "address": 0, "type": type_, **kw})
+    return ModbusPoint.model_validate({"table": table, "address": 0, "type": type_, **kw})
 
 
 F32_123_456 = 123.45600128173828  # 123.456 rounded to the nearest f32
@@ -163,21 +163,13 @@ def test_decode_refuses_garbage(type_: str, regs: list[int]) -> None:
         decode(regs, spec(type_))
 
 
-def test_readback_tolerance() -> None:
-    assert readback_tolerance(12.3, spec("u16", scale=0.1)) == pytest.approx(0.05)
-    assert readback_tolerance(1.0, spec("bool")) == pytest.approx(0.5)
-    assert readback_tolerance(100.0, spec("f32")) == pytest.approx(100 * 4 * 2**-24)
-    assert readback_tolerance(100.0, spec("f64")) < 1e-12
-    assert readback_tolerance(100.0, spec("f64"), "f32") == pytest.approx(100 * 4 * 2**-24)
-
-
 # ---------------------------------------------------------------------------- planning
 
 
-def points(*items: tuple[str, str, int, str]) -> dict[str, PointSpec]:
+def points(*items: tuple[str, str, int, str]) -> dict[str, ModbusPoint]:
     """(name, table, address, type) -> specs"""
     return {
-        name: PointSpec.model_validate({"table": table, "address": address, "type": type_})
+        name: ModbusPoint.model_validate({"table": table, "address": address, "type": type_})
         for name, table, address, type_ in items
     }
 
@@ -254,7 +246,7 @@ def test_custom_limit() -> None:
 
 def test_plan_refuses_points_without_location_and_negative_gap() -> None:
     with pytest.raises(ValueError, match="no Modbus"):
-        plan_reads({"x": PointSpec(node="ns=2;s=x")})
+        plan_reads({"x": OpcUaPoint(node="ns=2;s=x")})  # type: ignore[dict-item]
     with pytest.raises(ValueError, match="max_gap"):
         plan_reads(points(("a", "holding", 0, "u16")), max_gap=-1)
 
@@ -278,8 +270,8 @@ def test_extract_slices_one_point_out_of_a_block() -> None:
 # ---------------------------------------------------------------------------- bit fields
 
 
-def bit_spec(bit: int, **kw: Any) -> PointSpec:
-    return PointSpec.model_validate(
+def bit_spec(bit: int, **kw: Any) -> ModbusPoint:
+    return ModbusPoint.model_validate(
         {"table": "input", "address": 0, "type": "u16", "bit": bit, **kw}
     )
 
@@ -315,11 +307,11 @@ def test_bit_field_scale_offset_and_refusals() -> None:
 
 def test_bit_fields_of_one_register_share_one_request() -> None:
     pts = {
-        "status": PointSpec(table="input", address=4, type="u16"),
-        "lamp_fault": PointSpec(table="input", address=5, type="u16", bit=0),
-        "door_open": PointSpec(table="input", address=5, type="u16", bit=3),
-        "on_battery": PointSpec(table="input", address=5, type="u16", bit=15),
-        "count": PointSpec(table="input", address=6, type="u32"),
+        "status": ModbusPoint(table="input", address=4, type="u16"),
+        "lamp_fault": ModbusPoint(table="input", address=5, type="u16", bit=0),
+        "door_open": ModbusPoint(table="input", address=5, type="u16", bit=3),
+        "on_battery": ModbusPoint(table="input", address=5, type="u16", bit=15),
+        "count": ModbusPoint(table="input", address=6, type="u32"),
     }
     for gap in (0, 8):
         plan = plan_reads(pts, max_gap=gap)
@@ -332,7 +324,7 @@ def test_bit_fields_of_one_register_share_one_request() -> None:
         ReadBlock("input", 5, 1, ("door_open", "lamp_fault", "on_battery"))
     ]
     # a whole-register point and bit fields of that same register
-    pts["word"] = PointSpec(table="input", address=5, type="u16")
+    pts["word"] = ModbusPoint(table="input", address=5, type="u16")
     (block,) = plan_reads(pts, max_gap=0)
     assert (block.address, block.count, len(block.points)) == (4, 4, 6)
     regs = [7, 0b1000_0000_0000_1001, 0x0001, 0x0002]
@@ -389,12 +381,12 @@ def test_u32_counter_wrap_difference_modulo_2_32() -> None:
 
 
 def test_block_decoder_agrees_with_decode_for_every_golden_row() -> None:
-    pts: dict[str, PointSpec] = {}
+    pts: dict[str, ModbusPoint] = {}
     regs: list[int] = []
     for i, (type_, wo, bo, scale, offset, words, _value) in enumerate(GOLDEN):
         if type_ == "bool":
             continue
-        pts[f"p{i}"] = PointSpec.model_validate(
+        pts[f"p{i}"] = ModbusPoint.model_validate(
             {"table": "holding", "address": len(regs), "type": type_, "word_order": wo,
              "byte_order": bo, "scale": scale, "offset": offset}
         )  # fmt: skip
