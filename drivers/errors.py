@@ -1,15 +1,14 @@
-"""Typed driver errors, and the one place where library exceptions become ours.
+"""Typed driver errors, and the mapping of the socket layer's exceptions that every driver shares.
 
 Rule: nothing that pymodbus, asyncua or the socket layer raises for an *expected* field failure
-leaves :mod:`laterne.drivers`. :func:`map_exceptions` turns each into the most specific
-:class:`DriverError` below and raises it ``from`` the original, so the cause stays in the
-traceback. Anything it does not recognise is a bug (ours or the library's) and propagates unchanged.
-:func:`map_opcua_exceptions` is the OPC-UA driver's boundary: asyncua fails in many more shapes
-than its status-code errors (an ``AssertionError`` when a server answers OpenSecureChannel with a
-fault, ``struct.error``, ``ValueError``, plain ``UaError``), and one misbehaving server must never
-take the rest of the site down, so there *every* ``Exception`` becomes a :class:`DriverError`:
-what the table of :func:`map_exceptions` knows as it says, anything else a :class:`ProtocolError`
-naming the original type and message.
+leaves :mod:`laterne.drivers`. Each driver has one boundary that turns its library's exceptions
+into the most specific :class:`DriverError` below and raises it ``from`` the original, so the
+cause stays in the traceback: :func:`~laterne.drivers.modbus.map_modbus_exceptions` for
+pymodbus, :func:`~laterne.drivers.opcua_errors.map_opcua_exceptions` for asyncua. Both start
+from :func:`map_socket_exceptions`, the part they share (timeouts and ``OSError``). This module
+holds the tree and that shared part, and nothing of either library but the names of OPC-UA
+status codes (from asyncua's table), which :class:`BadStatus` and :class:`CertificateRejected`
+put into their messages.
 
 The tree::
 
@@ -27,10 +26,10 @@ The tree::
     │       ├── UnresolvedBrowsePath  no node (or several) at a point's browse path
     │       └── UnknownNamespace      a ``nsu=`` NodeId's namespace URI is not on the server
     ├── WriteMismatch                 written, but the read-back differs: ``point, wanted, got``
-    └── InvalidCommand                refused by us before anything was sent
-        ├── NotWritable               the point is not writable (or does not exist)
-        ├── OutOfBounds               outside the point's command bounds: ``point, value, lo, hi``
-        └── EncodeError               not representable in the point's data type
+    ├── InvalidCommand                refused by us before anything was sent
+    │   ├── NotWritable               the point is not writable (or does not exist)
+    │   ├── OutOfBounds               outside the point's command bounds: ``point, value, lo, hi``
+    │   └── EncodeError               not representable in the point's data type
     └── SetupError                    the site's settings cannot be applied at connect time
         └── MissingCredential         an environment variable named for a credential is unset
 
@@ -48,15 +47,12 @@ to replace); the field never saw a byte either, and the device counts as FAULTY.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
 
 from asyncua.ua import status_codes
 from asyncua.ua.status_codes import StatusCodes
-from asyncua.ua.uaerrors import UaError, UaStatusCodeError
-from pymodbus.exceptions import ConnectionException, ModbusIOException
 
 __all__ = [
     "MODBUS_EXCEPTION_NAMES",
@@ -82,8 +78,7 @@ __all__ = [
     "UnresolvedBrowsePath",
     "WriteMismatch",
     "again",
-    "map_exceptions",
-    "map_opcua_exceptions",
+    "map_socket_exceptions",
     "raised_in",
 ]
 
@@ -99,26 +94,6 @@ MODBUS_EXCEPTION_NAMES: dict[int, str] = {
     0x0A: "GATEWAY PATH UNAVAILABLE",
     0x0B: "GATEWAY TARGET DEVICE FAILED TO RESPOND",
 }
-
-# OPC-UA status codes that mean "the connection or session is gone", not "this value is bad"
-_UA_OFFLINE_CODES: frozenset[int] = frozenset(
-    {
-        StatusCodes.BadCommunicationError,
-        StatusCodes.BadShutdown,
-        StatusCodes.BadServerNotConnected,
-        StatusCodes.BadServerHalted,
-        StatusCodes.BadSecureChannelIdInvalid,
-        StatusCodes.BadSecureChannelClosed,
-        StatusCodes.BadSessionIdInvalid,
-        StatusCodes.BadSessionClosed,
-        StatusCodes.BadNoCommunication,
-        StatusCodes.BadConnectionClosed,
-        StatusCodes.BadNotConnected,
-    }
-)
-_UA_TIMEOUT_CODES: frozenset[int] = frozenset(
-    {StatusCodes.BadTimeout, StatusCodes.BadRequestTimeout}
-)
 
 _TRUST_US = (
     "trust Laterne's client certificate on the server (most servers keep a certificate they "
@@ -324,24 +299,19 @@ def _ua_status_name(code: int) -> str:
 
 
 @contextmanager
-def map_exceptions(context: str) -> Iterator[None]:
-    """Re-raise library and socket exceptions as :class:`DriverError` subclasses.
+def map_socket_exceptions(context: str) -> Iterator[None]:
+    """Re-raise the socket layer's exceptions as :class:`DriverError` subclasses.
 
-    ``context`` names the device or endpoint (e.g. ``"127.0.0.1:502 unit 3"``) and prefixes every
-    message. Our own :class:`DriverError` passes through untouched; unknown exceptions propagate.
+    The part of every driver's mapping that is not its library's. ``context`` names the device
+    or endpoint (e.g. ``"127.0.0.1:502 unit 3"``) and prefixes every message. Our own
+    :class:`DriverError` passes through untouched; anything else propagates unchanged, for the
+    driver's own mapping (or, unrecognised there too, as a bug).
 
     ==========================================  =====================
     raised inside the block                     re-raised as
     ==========================================  =====================
     ``TimeoutError`` / ``asyncio.TimeoutError``  DeviceTimeout
-    pymodbus ``ModbusIOException`` (no answer)   DeviceTimeout
-    pymodbus ``ConnectionException``             DeviceOffline
     ``OSError`` incl. ``ConnectionError``        DeviceOffline
-    asyncua BadTimeout, BadRequestTimeout        DeviceTimeout
-    asyncua session/channel/connection codes     DeviceOffline
-    asyncua certificate codes                    CertificateRejected
-      (:data:`UA_CERTIFICATE_CODES`)
-    any other asyncua ``UaStatusCodeError``      BadStatus
     ==========================================  =====================
     """
     try:
@@ -350,77 +320,8 @@ def map_exceptions(context: str) -> Iterator[None]:
         raise
     except TimeoutError as exc:  # asyncio.TimeoutError is TimeoutError, a subclass of OSError
         raise DeviceTimeout(f"{context}: no answer in time") from exc
-    except ModbusIOException as exc:
-        raise DeviceTimeout(f"{context}: {exc.string}") from exc
-    except ConnectionException as exc:
-        raise DeviceOffline(f"{context}: {exc.string}") from exc
     except OSError as exc:
         raise DeviceOffline(f"{context}: {exc.strerror or exc}") from exc
-    except UaStatusCodeError as exc:
-        code = int(exc.code)
-        if code in _UA_TIMEOUT_CODES:
-            raise DeviceTimeout(f"{context}: {exc}") from exc
-        if code in _UA_OFFLINE_CODES:
-            raise DeviceOffline(f"{context}: {exc}") from exc
-        if code in UA_CERTIFICATE_CODES:
-            reason = f"{_ua_status_name(code)}, {code:#010x}"  # like BadStatus
-            raise CertificateRejected(reason, context, code) from exc
-        raise BadStatus(code, context) from exc
-
-
-@contextmanager
-def map_opcua_exceptions(context: str, *, opening_secure_channel: bool = False) -> Iterator[None]:
-    """:func:`map_exceptions`, and every other ``Exception`` as a :class:`DriverError`.
-
-    The boundary of the OPC-UA driver: asyncua raises far more than its status codes, and a
-    server it chokes on must make *that* device FAULTY, not escape into the runtime.
-    ``asyncio.CancelledError`` and ``KeyboardInterrupt`` (``BaseException``) pass unchanged.
-
-    Pass ``opening_secure_channel`` around a *secured* connect (sign or sign-and-encrypt):
-    a server that does not trust our certificate may refuse it before any status code can
-    reach us, by closing the channel (``ConnectionError``) or by answering OpenSecureChannel
-    with a fault, on which asyncua fails in parsing and then in its own ``assert``
-    (``AssertionError``). Whether a failure came "while opening" is told by its traceback
-    passing through asyncua's ``open_secure_channel``.
-
-    ===============================================  =====================
-    raised inside the block                          re-raised as
-    ===============================================  =====================
-    what :func:`map_exceptions` maps                  as it says
-    secured, in OpenSecureChannel: anything but a     CertificateRejected
-      status code or a timeout
-    ``UaError`` "No matching endpoints" (the server   DeviceRefused
-      offers no endpoint with our policy and mode)
-    any other ``Exception``                           ProtocolError
-    ===============================================  =====================
-    """
-    try:
-        with map_exceptions(context):
-            yield
-    except DriverError as exc:
-        cause = exc.__cause__
-        if (
-            opening_secure_channel
-            and isinstance(exc, DeviceOffline)
-            and isinstance(cause, OSError)
-            and raised_in(cause, "open_secure_channel")
-        ):
-            reason = f"it closed the secure channel as we opened it: {cause}"
-            raise CertificateRejected(reason, context) from cause
-        raise
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        kind = type(exc).__name__
-        if opening_secure_channel and raised_in(exc, "open_secure_channel"):
-            reason = f"it answered OpenSecureChannel with an error; asyncua: {kind}"
-            raise CertificateRejected(reason, context) from exc
-        if isinstance(exc, UaError) and raised_in(exc, "find_endpoint"):
-            raise DeviceRefused(
-                f"{context}: the server offers no endpoint with the security mode and policy "
-                f"configured ({exc})"
-            ) from exc
-        raise ProtocolError(kind, str(exc), context) from exc
 
 
 def raised_in(exc: BaseException, function: str) -> bool:

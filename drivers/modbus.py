@@ -2,7 +2,8 @@
 
 Rule: pymodbus is touched only by :class:`ModbusGateway`, and every one of its failure shapes
 (it raises, returns a response whose ``isError()`` is true, or logs and drops a frame, which we
-see as a timeout) leaves the gateway as exactly one :class:`~laterne.drivers.errors.DriverError`.
+see as a timeout) leaves the gateway as exactly one :class:`~laterne.drivers.errors.DriverError`:
+what it raises through :func:`map_modbus_exceptions`, the driver's one exception mapping.
 
 Theory of operation
 -------------------
@@ -51,12 +52,13 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import suppress
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 
 from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.pdu import ExceptionResponse as PduExceptionResponse
 from pymodbus.pdu import ModbusPDU
 
@@ -71,13 +73,13 @@ from .errors import (
     DriverError,
     ExceptionResponse,
     WriteMismatch,
-    map_exceptions,
+    map_socket_exceptions,
 )
 from .modbus_codec import BlockDecoder, ReadBlock, Table, decode, encode, plan_reads
 from .points import check_command, faulty_reading, reading_from_value, require_utc
 from .scaling import readback_tolerance
 
-__all__ = ["ModbusDevice", "ModbusGateway"]
+__all__ = ["ModbusDevice", "ModbusGateway", "map_modbus_exceptions"]
 
 _log = logging.getLogger(__name__)
 
@@ -87,6 +89,34 @@ _MAX_SILENT_REQUESTS = 3
 _ILLEGAL_DATA_ADDRESS = 0x02
 
 _Request = Callable[[AsyncModbusTcpClient], Awaitable[ModbusPDU]]
+
+
+@contextmanager
+def map_modbus_exceptions(context: str) -> Iterator[None]:
+    """Re-raise pymodbus's and the socket layer's exceptions as typed driver errors.
+
+    ``context`` names the endpoint (e.g. ``"modbus 127.0.0.1:502 unit 3"``) and prefixes every
+    message. Our own :class:`~laterne.drivers.errors.DriverError` passes through untouched;
+    anything else (``ParameterException``: a bug, ours or the library's) propagates unchanged.
+    An exception *response* is not raised by pymodbus but returned; :class:`ModbusGateway`
+    turns it into an :class:`~laterne.drivers.errors.ExceptionResponse`.
+
+    ==========================================  =====================
+    raised inside the block                     re-raised as
+    ==========================================  =====================
+    ``TimeoutError`` / ``asyncio.TimeoutError``  DeviceTimeout
+    ``OSError`` incl. ``ConnectionError``        DeviceOffline
+    pymodbus ``ModbusIOException`` (no answer)   DeviceTimeout
+    pymodbus ``ConnectionException``             DeviceOffline
+    ==========================================  =====================
+    """
+    try:
+        with map_socket_exceptions(context):
+            yield
+    except ModbusIOException as exc:
+        raise DeviceTimeout(f"{context}: {exc.string}") from exc
+    except ConnectionException as exc:
+        raise DeviceOffline(f"{context}: {exc.string}") from exc
 
 
 class _Loss:
@@ -281,7 +311,7 @@ class ModbusGateway:
         link = await self._connected_link(slot)
         self._requests += 1
         try:
-            with map_exceptions(ctx):
+            with map_modbus_exceptions(ctx):
                 response = await self._answer_or_loss(link, call)
         except DeviceTimeout:
             link.silent_requests += 1
@@ -361,7 +391,7 @@ class ModbusGateway:
             # silence is handled by _request_on (_MAX_SILENT_REQUESTS), not by pymodbus
             client.set_max_no_responses(1_000_000)
             try:
-                with map_exceptions(f"modbus {self.label}"):
+                with map_modbus_exceptions(f"modbus {self.label}"):
                     ok = await client.connect()
             except DriverError as exc:
                 client.close()

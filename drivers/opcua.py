@@ -2,7 +2,7 @@
 
 Rule: asyncua is touched only here (and in the ``opcua_*`` helpers), and each of its failures
 leaves as one :class:`~laterne.drivers.errors.DriverError`, whatever its type
-(:func:`~laterne.drivers.errors.map_opcua_exceptions`: an ``AssertionError`` deep in asyncua
+(:func:`~laterne.drivers.opcua_errors.map_opcua_exceptions`: an ``AssertionError`` deep in asyncua
 makes this device FAULTY with that reason; it does not stop the site). Reconnecting is ours, not
 asyncua's (``auto_reconnect=False``): after a loss the client object is discarded with everything
 built on it (resolved browse paths, the subscription, cached data types), and a fresh one is
@@ -150,8 +150,8 @@ from .errors import (
     UnresolvedBrowsePath,
     WriteMismatch,
     again,
-    map_opcua_exceptions,
 )
+from .opcua_errors import map_opcua_exceptions
 from .opcua_feed import Feed, keepalive_count
 from .opcua_paths import (
     BrowsePath,

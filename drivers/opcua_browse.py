@@ -5,7 +5,7 @@ credential handling as the driver), walks the hierarchy below the Objects folder
 to at most ``depth`` levels and ``max_nodes`` nodes, reads each variable's data type, access
 level and current value, and closes the session. It never writes, never subscribes, and every
 failure leaves as a :class:`~laterne.drivers.errors.DriverError` (the driver's own mapping:
-:func:`~laterne.drivers.errors.map_opcua_exceptions`). Nothing here is used while a site runs;
+:func:`~laterne.drivers.opcua_errors.map_opcua_exceptions`). Nothing here is used while a site runs;
 it exists so that a profile is written from what the server holds, not from a manual.
 
 What is listed
@@ -44,7 +44,8 @@ from asyncua.ua.object_ids import ObjectIdNames, ObjectIds
 
 from laterne.models.site import OpcUaEndpoint
 
-from .errors import BadStatus, DecodeError, SetupError, map_opcua_exceptions
+from .errors import BadStatus, DecodeError, SetupError
+from .opcua_errors import map_opcua_exceptions
 from .opcua_paths import format_node_id
 from .opcua_security import apply_credentials, apply_security
 

@@ -27,7 +27,7 @@ from laterne.drivers.errors import CertificateRejected
 from laterne.drivers.opcua import OpcUaDevice
 
 from .conftest import free_port
-from .test_opcua_depth import (
+from .opcua_plant import (
     NOW,
     SCHOOL,
     SECURE_ONLY,
@@ -36,9 +36,9 @@ from .test_opcua_depth import (
     certificates,
     make_device,
     start_server,
+    validate_against,
     values,
 )
-from .test_opcua_field import validate_against
 
 __all__ = ["certificates", "make_device", "start_server"]  # fixtures used by name below
 
