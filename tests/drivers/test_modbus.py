@@ -33,7 +33,7 @@ from .conftest import FakeClock, ModbusServerFactory, free_port, modbus_device, 
 NOW = datetime(2026, 1, 15, 22, 0, tzinfo=UTC)
 TIMEOUT_S = 0.5
 
-# every data type and order, at golden register values (see test_codec.GOLDEN)
+# every data type and order, at golden register values (see test_modbus_codec.GOLDEN)
 ALL_TYPES_HOLDING = [
     0xBEEF,  # 0 u16
     0xFFFE,  # 1 i16 -2

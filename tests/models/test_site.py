@@ -306,7 +306,7 @@ def test_value_error_prefix_is_stripped() -> None:
     assert "Value error" not in str(info.value)
 
 
-def test_endpoint_kind_follows_url() -> None:
+def test_an_endpoint_that_is_not_a_mapping_says_what_it_needs() -> None:
     broken = TEXT.replace(
         "endpoint: {host: 127.0.0.1, port: 15021, unit_id: 3}", "endpoint: 15021", 1
     )
