@@ -143,6 +143,9 @@ class _Family:
     own: dict[str, dict[str, Any]]
     #: whether a member without ``protocol`` may be told by its own fields (not profiles)
     infer: bool
+    #: whether another protocol's field at its default is dropped rather than refused (points
+    #: and profiles: earlier versions dumped them so; endpoints never carried one)
+    drop_defaults: bool
 
     def protocol_of(self, v: Any) -> str | None:
         """The tag of ``v``: its ``protocol``, else the one protocol whose own fields it sets
@@ -176,9 +179,10 @@ class _Tagged(_Model):
     """A model of one protocol's family, or the base class of a family.
 
     Rule: a field that belongs to another protocol's model of the family is refused, naming
-    both (``node is for opcua points only``), unless it holds that field's default (``node:
-    null``, ``word_order: big``, ``write_function: multiple``): files dumped by earlier versions,
-    whose points and profiles carried every protocol's fields, load unchanged. Validating or
+    both (``node is for opcua points only``); on a point or a profile, unless it holds that
+    field's default (``node: null``, ``word_order: big``, ``write_function: multiple``): files
+    dumped by earlier versions, whose points and profiles carried every protocol's fields, load
+    unchanged. Validating or
     calling a family's *base class* (``PointSpec(table="input", address=0)``,
     ``DeviceProfile.model_validate({...})``) builds the model of the protocol the data names.
     """
@@ -216,7 +220,7 @@ class _Tagged(_Model):
             for key in fields.keys() & data.keys():
                 if key in cls.model_fields:
                     continue
-                if data[key] is None or data[key] == fields[key]:
+                if family.drop_defaults and (data[key] is None or data[key] == fields[key]):
                     dropped.append(key)  # an earlier version's dump: harmless
                 else:
                     foreign.setdefault(other, []).append(key)
@@ -232,7 +236,11 @@ class _Tagged(_Model):
 
 
 def _family(
-    noun: str, base: type[BaseModel] | None, *members: type[_Tagged], infer: bool = True
+    noun: str,
+    base: type[BaseModel] | None,
+    *members: type[_Tagged],
+    infer: bool = True,
+    drop_defaults: bool = True,
 ) -> _Family:
     """Register ``members`` (one per protocol, each with a ``protocol`` literal) as a family."""
     shared = set(base.model_fields) if base is not None else set()
@@ -246,7 +254,7 @@ def _family(
             for name, f in m.model_fields.items()
             if name != "protocol" and name not in shared
         }
-    family = _Family(noun, tagged, own, infer)
+    family = _Family(noun, tagged, own, infer, drop_defaults)
     for protocol, m in tagged.items():
         _FAMILY_OF[m] = (family, protocol)
     return family
@@ -657,7 +665,7 @@ class OpcUaEndpoint(_Tagged):
         return self
 
 
-_ENDPOINTS = _family("endpoint", None, ModbusEndpoint, OpcUaEndpoint)
+_ENDPOINTS = _family("endpoint", None, ModbusEndpoint, OpcUaEndpoint, drop_defaults=False)
 #: an endpoint of either protocol; in a site, its device's profile's (``SiteConfig``)
 Endpoint = Annotated[
     Annotated[ModbusEndpoint, Tag("modbus")] | Annotated[OpcUaEndpoint, Tag("opcua")],

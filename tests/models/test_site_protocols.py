@@ -148,6 +148,14 @@ def test_an_endpoint_of_another_protocol_than_its_profile(
     assert line == line_of(broken, new)
 
 
+def test_an_endpoint_with_another_protocols_default_is_refused_too(tmp_path: Path) -> None:
+    new = 'endpoint: {url: "opc.tcp://127.0.0.1:14840/laterne/", port: 502}'
+    _broken, field, _line, message = one_issue(tmp_path, SCHOOL_EP, new)
+    assert (field, message) == (
+        "devices.5.endpoint", "port is for modbus endpoints only; an opcua endpoint has url"
+    )
+
+
 def test_an_endpoint_with_both_protocols_fields_is_its_profiles(tmp_path: Path) -> None:
     new = 'endpoint: {url: "opc.tcp://127.0.0.1:14840/laterne/", host: 127.0.0.1, port: 4840}'
     broken, field, line, message = one_issue(tmp_path, SCHOOL_EP, new)
