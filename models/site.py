@@ -19,8 +19,9 @@ id and by point in dictionaries); ``bench/validate_site.py`` times a city of 20,
 Protocols are tagged, never guessed from a shape: a profile names its ``protocol``, and its
 points are that protocol's points (:class:`ModbusPoint`, :class:`OpcUaPoint`); a device's
 endpoint is of its profile's protocol (:class:`ModbusEndpoint`, :class:`OpcUaEndpoint`). A file
-need not repeat the tag on points and endpoints; where it names another protocol, or fields of
-one, than the profile's, the load fails with the line and both protocols.
+need not repeat the tag on points and endpoints; where a point or an endpoint names another
+protocol than its profile's, or has another protocol's fields, loading fails on that line,
+naming both.
 
 Units are in the field names: ``rated_power_w``, ``dim_pct``, ``setpoint_c``, ``flow_veh_h``.
 """
@@ -95,6 +96,7 @@ __all__ = [
 DataType = Literal["bool", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64"]
 #: the protocols a device may speak; each has its point, profile and endpoint model
 ProtocolName = Literal["modbus", "opcua"]
+_PROTOCOLS: tuple[str, ...] = get_args(ProtocolName)
 ModbusTable = Literal["holding", "input", "coil", "discrete"]
 ByteOrder = Literal["big", "little"]
 RoadType = Literal["main", "collector", "residential", "pedestrian"]
@@ -1361,7 +1363,7 @@ def _strip_union_tags(loc: tuple[int | str, ...]) -> tuple[str | int, ...]:
         p
         for n, p in enumerate(loc)
         if not (
-            p in _PROFILES.members
+            p in _PROTOCOLS
             and (
                 (n == 3 and loc[0] == "devices" and loc[2] == "endpoint")
                 or (n == 2 and loc[0] == "profiles")
@@ -1378,7 +1380,7 @@ def _protocol_issue(
     named = given.get("protocol") if isinstance(given, dict) else None
     if named is None:
         return loc, message
-    known = ", ".join(_PROFILES.members)
+    known = ", ".join(_PROTOCOLS)
     return (*loc, "protocol"), f"unknown protocol {str(named)[:40]!r}; known: {known}"
 
 
