@@ -211,20 +211,30 @@ def select_band(
     if forecast_veh_h is not None:
         q = np.where(np.isfinite(forecast_veh_h), np.fmax(q, forecast_veh_h), q)
     table = layout.band_min_flow_veh_h  # (S, B)
-    thresholds = np.broadcast_to(table, (*q.shape, table.shape[-1]))
+    thresholds = table if q.ndim == 1 else np.broadcast_to(table, (*q.shape, table.shape[-1]))
     candidate = np.maximum((thresholds <= q[..., None]).sum(axis=-1) - 1, 0)
     had = known & np.isfinite(band_since_s)
     current = np.where(had, band, candidate).astype(np.intp)
-    current_min = np.take_along_axis(thresholds, current[..., None], axis=-1)[..., 0]
+    current_min = _pick(thresholds, current)
     below = q < current_min * (1 - params.band_hysteresis_pct / 100)
     may_drop = below & (t_s - band_since_s >= params.min_band_hold_s) & ~flow.segment_cold
     new_band = np.where(
         candidate > current, candidate, np.where(may_drop, candidate, current)
     ).astype(np.intp)
     since = np.where(known, np.where(had & (new_band == current), band_since_s, t_s), np.nan)
-    levels = np.broadcast_to(layout.band_dim_pct, thresholds.shape)
-    wish = np.take_along_axis(levels, new_band[..., None], axis=-1)[..., 0]
+    levels = layout.band_dim_pct
+    if q.ndim > 1:
+        levels = np.broadcast_to(levels, thresholds.shape)
+    wish = _pick(levels, new_band)
     return new_band, since, np.where(known, wish, np.nan)
+
+
+def _pick(table: FloatArray, index: npt.NDArray[np.intp]) -> FloatArray:
+    """``table[..., s, index[..., s]]``: one column per segment (fast path for one scenario)."""
+    if index.ndim == 1:
+        picked: FloatArray = table[np.arange(index.shape[0]), index]
+        return picked
+    return np.take_along_axis(table, index[..., None], axis=-1)[..., 0]
 
 
 def daylight_off(
