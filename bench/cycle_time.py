@@ -31,8 +31,8 @@ from _stats import latency_ms  # bench/ is on sys.path when run as a script
 from laterne.controller.clock import ManualClock
 from laterne.controller.policy import Policy
 from laterne.controller.runtime import Runtime
-from laterne.drivers.factory import build_clients
-from laterne.drivers.sqlite_store import SqliteHistory
+from laterne.drivers.field.factory import build_clients
+from laterne.drivers.history.sqlite_store import SqliteHistory
 from laterne.models.layout import SiteLayout
 from laterne.models.site import SiteConfig, load_site
 from laterne.models.values import Observation

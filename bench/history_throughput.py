@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from laterne.drivers.influx import InfluxHistory, reading_line
-from laterne.drivers.outbox import Outbox
-from laterne.drivers.sqlite_store import SqliteHistory
+from laterne.drivers.history.influx import InfluxHistory, reading_line
+from laterne.drivers.history.outbox import Outbox
+from laterne.drivers.history.sqlite_store import SqliteHistory
 from laterne.models.site import InfluxConfig
 from laterne.models.values import PointReading, Quality
 

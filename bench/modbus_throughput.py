@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from _stats import latency_ms  # bench/ is on sys.path when run as a script
 
-from laterne.drivers.modbus import ModbusDevice, ModbusGateway
+from laterne.drivers.field.modbus import ModbusDevice, ModbusGateway
 from laterne.models.site import Device, DeviceProfile
 from laterne.models.values import Quality
 from laterne.simulations.ports import free_ports

@@ -2,7 +2,7 @@
 
 An asyncua server in its own process (so that it does not share the client's event loop or
 core) holds N Double nodes and rewrites every one of them each ``--period-ms`` with a fresh
-source timestamp. One :class:`~laterne.drivers.opcua.OpcUaDevice` reads all N points:
+source timestamp. One :class:`~laterne.drivers.field.opcua.OpcUaDevice` reads all N points:
 
 * polling: ``read()`` is one Read service call over N nodes; we time it (median/p99) and derive
   points per second;
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from _stats import latency_ms  # bench/ is on sys.path when run as a script
 
-from laterne.drivers.opcua import OpcUaDevice
+from laterne.drivers.field.opcua import OpcUaDevice
 from laterne.models.site import Device, DeviceProfile
 
 

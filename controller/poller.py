@@ -44,8 +44,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from laterne.drivers.base import DeviceClient
-from laterne.drivers.errors import CommunicationError, DriverError
+from laterne.drivers.field.base import DeviceClient
+from laterne.drivers.field.errors import CommunicationError, DriverError
 from laterne.models.site import SiteConfig
 from laterne.models.values import DeviceState, PointReading, Quality
 

@@ -39,8 +39,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 
-from laterne.drivers.base import DeviceClient
-from laterne.drivers.sqlite_store import HistoryError
+from laterne.drivers.field.base import DeviceClient
+from laterne.drivers.history.sqlite_store import HistoryError
 from laterne.models.layout import SiteLayout
 from laterne.models.site import SiteConfig
 from laterne.models.snapshot import (

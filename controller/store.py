@@ -1,8 +1,8 @@
 """What the runtime needs of a history store, as Protocols: it never names a concrete store.
 
 Rule: the runtime, its read model and its compaction depend on :class:`HistoryStore` only; the
-embedded SQLite history (``laterne.drivers.sqlite_store.SqliteHistory``) implements it, and so
-may a test double. Writes reach a store only through the write-behind
+embedded SQLite history (``laterne.drivers.history.sqlite_store.SqliteHistory``) implements it,
+and so may a test double. Writes reach a store only through the write-behind
 :class:`~laterne.controller.recorder.Recorder` (its ``record_*``/``save_policy_state`` calls run
 in a worker thread); the queries (``readings``, ``recent_commands``, …) are what the read model
 passes through to the API and run in the API's threads. A store that fails raises its own typed

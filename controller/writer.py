@@ -29,9 +29,9 @@ from typing import Protocol
 
 import numpy as np
 
-from laterne.drivers.base import DeviceClient
-from laterne.drivers.errors import CommunicationError, DriverError, InvalidCommand
-from laterne.drivers.scaling import readback_tolerance
+from laterne.drivers.field.base import DeviceClient
+from laterne.drivers.field.errors import CommunicationError, DriverError, InvalidCommand
+from laterne.drivers.field.scaling import readback_tolerance
 from laterne.models.layout import SiteLayout
 from laterne.models.site import PointSpec, SiteConfig
 from laterne.models.snapshot import CommandRecord, DriftRecord

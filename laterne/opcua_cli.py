@@ -1,8 +1,8 @@
 """The OPC-UA commands of `laterne`: `browse` (what a server really has) and `opcua-cert`.
 
 Rule: part of the composition root, registered on the one ``laterne`` app by :func:`register`.
-Argument handling and printing only: browsing is :mod:`laterne.drivers.opcua_browse`, making a
-certificate :func:`laterne.drivers.opcua_security.make_client_certificate`. Every failure the
+Argument handling and printing only: browsing is :mod:`laterne.drivers.field.opcua_browse`, making a
+certificate :func:`laterne.drivers.field.opcua_security.make_client_certificate`. Every failure the
 user can cause or meet (a bad URL, a refused connection, a refused certificate, a file that
 exists) is one line on stderr and exit 1, never a traceback.
 """
@@ -23,15 +23,15 @@ from typing import Annotated, NoReturn
 import typer
 from pydantic import ValidationError
 
-from laterne.drivers.errors import DriverError, again
-from laterne.drivers.opcua_browse import (
+from laterne.drivers.field.errors import DriverError, again
+from laterne.drivers.field.opcua_browse import (
     BrowseResult,
     ServerEndpoint,
     browse_server,
     check_url,
     server_endpoints,
 )
-from laterne.drivers.opcua_security import make_client_certificate
+from laterne.drivers.field.opcua_security import make_client_certificate
 from laterne.models.site import OpcUaEndpoint
 
 __all__ = ["register"]

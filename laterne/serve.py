@@ -27,11 +27,11 @@ import uvicorn
 from laterne.api.app import create_app
 from laterne.controller.clock import Clock
 from laterne.controller.runtime import Runtime
-from laterne.drivers.factory import build_clients
-from laterne.drivers.influx import InfluxHistory
-from laterne.drivers.lockfile import SiteLock, SiteLocked
-from laterne.drivers.outbox import Outbox
-from laterne.drivers.sqlite_store import SqliteHistory
+from laterne.drivers.field.factory import build_clients
+from laterne.drivers.history.influx import InfluxHistory
+from laterne.drivers.history.lockfile import SiteLock, SiteLocked
+from laterne.drivers.history.outbox import Outbox
+from laterne.drivers.history.sqlite_store import SqliteHistory
 from laterne.models.site import SiteConfig
 from laterne.models.snapshot import SiteSnapshot
 from laterne.simulations.emulator import EmulatorError, SiteEmulator

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import yaml
 
-from laterne.drivers.sqlite_store import SqliteHistory
+from laterne.drivers.history.sqlite_store import SqliteHistory
 from laterne.models.site import InfluxConfig, ModbusEndpoint, OpcUaEndpoint, SiteConfig, load_site
 from laterne.simulations.ports import with_free_ports
 

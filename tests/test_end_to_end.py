@@ -18,8 +18,8 @@ import pytest
 from laterne.api.app import create_app
 from laterne.controller.clock import ManualClock
 from laterne.controller.runtime import Runtime
-from laterne.drivers.factory import build_clients
-from laterne.drivers.sqlite_store import SqliteHistory
+from laterne.drivers.field.factory import build_clients
+from laterne.drivers.history.sqlite_store import SqliteHistory
 from laterne.models.site import SiteConfig
 from laterne.simulations.emulator import SiteEmulator
 from laterne.simulations.ports import with_free_ports

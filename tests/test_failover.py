@@ -19,8 +19,8 @@ import pytest
 
 from laterne.controller.clock import ManualClock
 from laterne.controller.runtime import Runtime
-from laterne.drivers.factory import build_clients
-from laterne.drivers.sqlite_store import SqliteHistory
+from laterne.drivers.field.factory import build_clients
+from laterne.drivers.history.sqlite_store import SqliteHistory
 from laterne.models.site import SiteConfig
 from laterne.models.values import Quality, Reason
 from laterne.simulations.emulator import SiteEmulator

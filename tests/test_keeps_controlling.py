@@ -24,10 +24,10 @@ from pymodbus.client import AsyncModbusTcpClient
 
 from laterne.controller.clock import ManualClock
 from laterne.controller.runtime import RESEND_MAX_DELAY_S, RESENDS_BEFORE_FAULTY, Runtime
-from laterne.drivers.base import DeviceClient
-from laterne.drivers.factory import build_clients
-from laterne.drivers.opcua import OpcUaDevice
-from laterne.drivers.sqlite_store import SqliteHistory
+from laterne.drivers.field.base import DeviceClient
+from laterne.drivers.field.factory import build_clients
+from laterne.drivers.field.opcua import OpcUaDevice
+from laterne.drivers.history.sqlite_store import SqliteHistory
 from laterne.models.site import ModbusEndpoint, OpcUaEndpoint, SiteConfig
 from laterne.models.values import PointReading, Quality, Reason
 from laterne.simulations.emulator import SiteEmulator

@@ -12,8 +12,8 @@ import pytest
 
 from laterne.controller.clock import ManualClock
 from laterne.controller.runtime import Runtime
-from laterne.drivers.factory import build_clients
-from laterne.drivers.sqlite_store import SqliteHistory
+from laterne.drivers.field.factory import build_clients
+from laterne.drivers.history.sqlite_store import SqliteHistory
 from laterne.logs import LIBRARY_LOGGERS, LogLevel, configure_logging
 from laterne.models.site import ModbusEndpoint, SiteConfig
 from laterne.simulations.emulator import SiteEmulator

@@ -42,8 +42,8 @@ import pytest
 from laterne.controller.clock import ManualClock
 from laterne.controller.policy import Policy
 from laterne.controller.runtime import Runtime
-from laterne.drivers.factory import build_clients
-from laterne.drivers.sqlite_store import SqliteHistory
+from laterne.drivers.field.factory import build_clients
+from laterne.drivers.history.sqlite_store import SqliteHistory
 from laterne.models.layout import SiteLayout
 from laterne.models.site import OpcUaEndpoint, SiteConfig
 from laterne.models.values import Reason

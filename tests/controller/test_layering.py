@@ -177,14 +177,14 @@ def test_clock_reads_finds_calls_through_any_import(
         ("import time, socket", "laterne.controller", {"time", "socket"}),
         ("from datetime import time", "laterne.controller", {"datetime", "datetime.time"}),
         (
-            "from laterne.drivers.base import X",
+            "from laterne.drivers.field.base import X",
             "laterne.controller",
-            {"laterne.drivers.base", "laterne.drivers.base.X"},
+            {"laterne.drivers.field.base", "laterne.drivers.field.base.X"},
         ),
         (
-            "from ..drivers import errors",
+            "from ..drivers import field",
             "laterne.controller",
-            {"laterne.drivers", "laterne.drivers.errors"},
+            {"laterne.drivers", "laterne.drivers.field"},
         ),
         ("from .policy import Policy", "laterne.controller",
          {"laterne.controller.policy", "laterne.controller.policy.Policy"}),

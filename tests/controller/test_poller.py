@@ -13,7 +13,7 @@ import pytest
 
 from laterne.controller.poller import DeviceTable, Poller, PollSchedule, phase_fraction
 from laterne.controller.writer import Readback
-from laterne.drivers.errors import DeviceOffline
+from laterne.drivers.field.errors import DeviceOffline
 from laterne.models.site import SiteConfig
 from laterne.models.values import DeviceState, PointReading, Quality
 

@@ -17,8 +17,8 @@ import pytest
 from laterne.api.app import create_app
 from laterne.controller.clock import ManualClock
 from laterne.controller.runtime import COMPACT_EVERY_S, Runtime
-from laterne.drivers.errors import DeviceOffline, WriteMismatch
-from laterne.drivers.sqlite_store import SqliteHistory
+from laterne.drivers.field.errors import DeviceOffline, WriteMismatch
+from laterne.drivers.history.sqlite_store import SqliteHistory
 from laterne.models.site import SiteConfig
 from laterne.models.snapshot import CommandRecord, DriftRecord, MirrorStatus
 from laterne.models.values import DeviceState, PointReading, Quality, Reason

@@ -17,7 +17,7 @@ from laterne.controller.writer import (
     Writer,
     commands_to_writes,
 )
-from laterne.drivers.errors import DeviceOffline, OutOfBounds, WriteMismatch
+from laterne.drivers.field.errors import DeviceOffline, OutOfBounds, WriteMismatch
 from laterne.models.layout import SiteLayout
 from laterne.models.site import SiteConfig
 from laterne.models.values import Commands, PointReading, PointWrite, Quality

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from laterne.drivers.backoff import Backoff
-from laterne.drivers.modbus import ModbusDevice, ModbusGateway
+from laterne.drivers.field.modbus import ModbusDevice, ModbusGateway
 from laterne.models.site import DeviceProfile
 from laterne.models.values import PointReading
 

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from laterne.drivers.backoff import Backoff
-from laterne.drivers.opcua import LinkState, Mode, OpcUaDevice
+from laterne.drivers.field.opcua import LinkState, Mode, OpcUaDevice
 from laterne.models.site import Device, DeviceProfile
 from laterne.models.values import Quality
 

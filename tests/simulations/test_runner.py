@@ -11,8 +11,8 @@ import pytest
 
 from laterne.controller.baselines import FullPower
 from laterne.controller.policy import Policy
-from laterne.drivers.modbus_codec import decode as driver_decode
-from laterne.drivers.modbus_codec import encode as driver_encode
+from laterne.drivers.field.modbus_codec import decode as driver_decode
+from laterne.drivers.field.modbus_codec import encode as driver_encode
 from laterne.models.layout import SiteLayout, occupied_now
 from laterne.models.site import PointSpec, SiteConfig
 from laterne.models.values import Override, Reason
