@@ -921,7 +921,10 @@ class PolicyParams(_Model):
 
     cycle_s: float = Field(default=10.0, gt=0, description="control cycle [s]")
     stale_after_s: float = Field(
-        default=60.0, gt=0, description="data older than this is stale [s]"
+        default=60.0,
+        gt=0,
+        description="a traffic-flow estimate without a good count for this long starts over "
+        "(a reading's own staleness is its device's stale_after_polls) [s]",
     )
     daylight_elevation_deg: float = Field(
         default=-2.0, ge=-18, le=10, description="lights off while the sun is above this [°]"
