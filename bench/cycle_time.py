@@ -118,7 +118,7 @@ async def _bench_cycles(
         "emulator": "separate process" if emu is None else "in-process",
         "devices": len(site.devices),
         "segments": lay.n_segments,
-        "luminaires": int(lay.seg_luminaires.sum()),
+        "luminaires": int(lay.segments.luminaires.sum()),
         "counter_channels": lay.n_channels,
         "zones": lay.n_zones,
         "cycles": len(samples),

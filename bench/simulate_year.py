@@ -113,7 +113,7 @@ def numpy_floor(
     t_pre = time.perf_counter()
 
     par = params_for_step(site.policy, step_s)
-    s_n, n_bld = layout.n_segments, len(layout.building_ids)
+    s_n, n_bld = layout.n_segments, len(layout.buildings.ids)
 
     def per_row_sum(values: np.ndarray, index: np.ndarray, size: int) -> np.ndarray:
         """(n, m) values summed by ``index`` (m,) into (n, size): one bincount."""
@@ -121,11 +121,11 @@ def numpy_floor(
         flat = (np.arange(rows)[:, None] * size + index[None, :]).ravel()
         return np.bincount(flat, weights=values.ravel(), minlength=rows * size).reshape(rows, size)
 
-    wrap = np.where(layout.channel_wrap > 0, layout.channel_wrap, np.inf)
+    wrap = np.where(layout.channels.wrap > 0, layout.channels.wrap, np.inf)
     alpha = 1.0 - math.exp(-step_s / par.flow_window_s)
     prev_count = counter0
     prev_flow = np.zeros(layout.n_channels)
-    temp0 = layout.zone_default_c
+    temp0 = layout.zones.default_c
     total_kwh = 0.0
     for ch in chunks:
         n = len(ch.outdoor_temp_c)
@@ -134,19 +134,20 @@ def numpy_floor(
         rate = np.mod(delta, wrap) / step_s * 3600.0
         blended_prev = np.vstack([prev_flow[None, :], rate[:-1]])
         flow = blended_prev + alpha * (rate - blended_prev)
-        seg_flow = per_row_sum(flow[:, layout.pair_channel], layout.pair_segment, s_n)
-        band = (layout.band_min_flow_veh_h[None, :, :] <= seg_flow[:, :, None]).sum(axis=2) - 1
+        chans, segs = layout.channels, layout.segments
+        seg_flow = per_row_sum(flow[:, chans.pair_channel], chans.pair_segment, s_n)
+        band = (segs.band_min_flow_veh_h[None, :, :] <= seg_flow[:, :, None]).sum(axis=2) - 1
         wish = np.take_along_axis(
-            np.broadcast_to(layout.band_dim_pct, (n, *layout.band_dim_pct.shape)),
+            np.broadcast_to(layout.segments.band_dim_pct, (n, *layout.segments.band_dim_pct.shape)),
             np.maximum(band, 0)[:, :, None],
             axis=2,
         )[:, :, 0]
         dim = np.where(sun[ch.k0 : ch.k0 + n, None] > par.daylight_elevation_deg, 0.0, wish)
-        dim = np.where(dim > 0, np.clip(dim, layout.seg_min_dim_pct, layout.seg_max_dim_pct), 0.0)
+        dim = np.where(dim > 0, np.clip(dim, segs.min_dim_pct, segs.max_dim_pct), 0.0)
         held = readouts.controllers.held(dim)
-        power_w = layout.seg_luminaires * layout.seg_rated_power_w * lamp_fraction(held)
+        power_w = layout.segments.luminaires * layout.segments.rated_power_w * lamp_fraction(held)
         energy_wh = power_w * (step_s / 3600.0)
-        sp = np.where(ch.occupied, layout.zone_occupied_c, layout.zone_setback_c)
+        sp = np.where(ch.occupied, layout.zones.occupied_c, layout.zones.setback_c)
         sp_held = readouts.setpoints.held(sp)
         temp = np.broadcast_to(temp0, sp.shape).copy()
         heat_j = np.zeros(sp.shape)
@@ -158,7 +159,7 @@ def numpy_floor(
             gain_w = plant.zone_ua_w_k * (ch.t_out_sub_c[:, i : i + 1] - temp) + q_w
             temp = temp + h_s * gain_w / plant.zone_capacity_j_k
             heat_j += q_w * h_s
-        heat_kwh = per_row_sum(heat_j, layout.zone_building, n_bld) / 3.6e6
+        heat_kwh = per_row_sum(heat_j, layout.zones.building, n_bld) / 3.6e6
         total_kwh += float(energy_wh.sum()) / 1e3 + float(heat_kwh.sum())
         prev_count, prev_flow = counts[-1], flow[-1]
     t_end = time.perf_counter()
@@ -179,10 +180,10 @@ def _site_figures(
     out: dict[str, Any] = {
         "site": label,
         "segments": layout.n_segments,
-        "luminaires": int(layout.seg_luminaires.sum()),
+        "luminaires": int(layout.segments.luminaires.sum()),
         "channels": layout.n_channels,
         "zones": layout.n_zones,
-        "buildings": len(layout.building_ids),
+        "buildings": len(layout.buildings.ids),
         "days": days,
         "step_s": step_s,
         "steps": n,

@@ -78,7 +78,7 @@ class FullPower:
         lay = self.layout
         sun_deg = _sun(lay, obs, now)
         dim, dim_reason = _lit(lay, self.params, sun_deg, self.level_pct)
-        setpoint = np.where(obs.zone_ok, lay.zone_occupied_c, np.nan)
+        setpoint = np.where(obs.zone_ok, lay.zones.occupied_c, np.nan)
         new_state = replace(state, sun_elevation_deg=sun_deg, zone_occupied=occupied_now(lay, now))
         return new_state, Commands(
             dim_pct=dim,

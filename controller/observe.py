@@ -74,10 +74,10 @@ def build_observation(
 ) -> Observation:
     """The observation at ``now``, the sun's elevation at the site included. ``stale_after_s``
     maps each device id to its staleness limit [s] (or is one limit for all)."""
-    counts, counts_ok = _gather(layout.channels, latest, now, stale_after_s)
-    temps, temps_ok = _gather(layout.zone_temperature, latest, now, stale_after_s)
-    _dims, seg_ok = _gather(layout.seg_controller, latest, now, stale_after_s)
-    outdoor, _ = _gather(layout.building_outdoor, latest, now, stale_after_s)
+    counts, counts_ok = _gather(layout.channels.refs, latest, now, stale_after_s)
+    temps, temps_ok = _gather(layout.zones.temperature, latest, now, stale_after_s)
+    _dims, seg_ok = _gather(layout.segments.controller, latest, now, stale_after_s)
+    outdoor, _ = _gather(layout.buildings.outdoor, latest, now, stale_after_s)
     return Observation(
         ts=now,
         counter_veh=counts,

@@ -127,12 +127,13 @@ def sum_to_segments(layout: SiteLayout, per_channel: FloatArray) -> FloatArray:
     """Sum channel values (..., C) into the segments they feed (..., S)."""
     if per_channel.ndim == 1:
         return np.bincount(
-            layout.pair_segment,
-            weights=per_channel[layout.pair_channel],
+            layout.channels.pair_segment,
+            weights=per_channel[layout.channels.pair_channel],
             minlength=layout.n_segments,
         ).astype(float)
     out = np.zeros((*per_channel.shape[:-1], layout.n_segments))
-    np.add.at(out, (Ellipsis, layout.pair_segment), per_channel[..., layout.pair_channel])  # type: ignore[arg-type]
+    pairs = layout.channels
+    np.add.at(out, (Ellipsis, pairs.pair_segment), per_channel[..., pairs.pair_channel])  # type: ignore[arg-type]
     return out
 
 
@@ -153,7 +154,7 @@ def estimate_flow(
     good = counter_ok & np.isfinite(counter_veh)
     dt_s = t_s - state.last_count_s
     delta = counter_veh - state.last_count_veh
-    wrap = layout.channel_wrap
+    wrap = layout.channels.wrap
     delta = np.where(wrap > 0, np.mod(delta, np.where(wrap > 0, wrap, 1.0)), delta)
     with np.errstate(invalid="ignore", divide="ignore"):
         rate = delta / dt_s * 3600.0
@@ -178,7 +179,7 @@ def estimate_flow(
     seg_flow = sum_to_segments(layout, np.where(fresh, flow, 0.0))
     missing = sum_to_segments(layout, (~fresh).astype(float))
     cold = sum_to_segments(layout, (flow_span < params.flow_window_s).astype(float))
-    known = layout.seg_has_counter & (missing == 0)
+    known = layout.segments.has_counter & (missing == 0)
     return FlowEstimate(
         last_count_veh=np.where(good, counter_veh, state.last_count_veh),
         last_count_s=np.where(good, t_s, state.last_count_s),
@@ -210,7 +211,7 @@ def select_band(
     q = np.where(known, flow.segment_flow_veh_h, 0.0)
     if forecast_veh_h is not None:
         q = np.where(np.isfinite(forecast_veh_h), np.fmax(q, forecast_veh_h), q)
-    table = layout.band_min_flow_veh_h  # (S, B)
+    table = layout.segments.band_min_flow_veh_h  # (S, B)
     thresholds = table if q.ndim == 1 else np.broadcast_to(table, (*q.shape, table.shape[-1]))
     candidate = np.maximum((thresholds <= q[..., None]).sum(axis=-1) - 1, 0)
     had = known & np.isfinite(band_since_s)
@@ -222,7 +223,7 @@ def select_band(
         candidate > current, candidate, np.where(may_drop, candidate, current)
     ).astype(np.intp)
     since = np.where(known, np.where(had & (new_band == current), band_since_s, t_s), np.nan)
-    levels = layout.band_dim_pct
+    levels = layout.segments.band_dim_pct
     if q.ndim > 1:
         levels = np.broadcast_to(levels, thresholds.shape)
     wish = _pick(levels, new_band)
@@ -252,7 +253,7 @@ def scheduled_heating(
     """Comfort setpoint while the zone's schedule says occupied (local time, by day type), else
     setback; NaN where the zone's temperature is not known (the safety filter's default)."""
     occupied = occupied_now(layout, now)
-    setpoint = np.where(occupied, layout.zone_occupied_c, layout.zone_setback_c)
+    setpoint = np.where(occupied, layout.zones.occupied_c, layout.zones.setback_c)
     reason = np.where(occupied, Reason.OCCUPIED, Reason.SETBACK).astype(np.int8)
     return np.where(zone_ok, setpoint, np.nan), reason, occupied
 

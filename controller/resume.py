@@ -34,10 +34,10 @@ class ResumeRefused(ValueError):
 def layout_fingerprint(layout: SiteLayout) -> str:
     """A short hash of what the state's arrays are indexed by: segments, channels, zones, bands."""
     parts = {
-        "segments": list(layout.segment_ids),
-        "channels": [str(c) for c in layout.channels],
-        "zones": list(layout.zone_ids),
-        "bands": [list(map(float, row)) for row in layout.band_min_flow_veh_h.tolist()],
+        "segments": list(layout.segments.ids),
+        "channels": [str(c) for c in layout.channels.refs],
+        "zones": list(layout.zones.ids),
+        "bands": [list(map(float, row)) for row in layout.segments.band_min_flow_veh_h.tolist()],
     }
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -102,7 +102,7 @@ def build_snapshot(
     for i, s in enumerate(site.segments):
         # commands come from the safety filter and are finite; should one not be, the view
         # shows the fail-safe level the filter would have sent, never a NaN
-        failsafe_dim = float(layout.seg_failsafe_dim_pct[i])
+        failsafe_dim = float(layout.segments.failsafe_dim_pct[i])
         dim = _finite_or(cmds.dim_pct[i] if cmds is not None else math.nan, failsafe_dim)
         reason = Reason(int(cmds.dim_reason[i])).label if cmds is not None else "not started"
         band = int(state.segment_band[i])
@@ -115,7 +115,7 @@ def build_snapshot(
                 luminaires=s.luminaires,
                 rated_power_w=s.rated_power_w,
                 flow_veh_h=flow,
-                lighting_class=layout.band_class[i][band] if flow is not None else "",
+                lighting_class=layout.segments.band_class[i][band] if flow is not None else "",
                 dim_pct=float(dim),
                 reason=reason,
                 actual_dim_pct=_held(latest, s.controller),
@@ -130,7 +130,7 @@ def build_snapshot(
     for bi, b in enumerate(site.buildings):
         zones = []
         for zone in b.zones:
-            default_c = float(layout.zone_default_c[z])
+            default_c = float(layout.zones.default_c[z])
             sp = _finite_or(cmds.setpoint_c[z] if cmds is not None else math.nan, default_c)
             reason = (
                 Reason(int(cmds.setpoint_reason[z])).label if cmds is not None else "not started"
@@ -150,8 +150,8 @@ def build_snapshot(
             BuildingView(
                 id=b.id,
                 name=b.name,
-                outdoor_temp_c=_value(latest, layout.building_outdoor[bi]),
-                heating_power_kw=_value(latest, layout.building_power[bi]),
+                outdoor_temp_c=_value(latest, layout.buildings.outdoor[bi]),
+                heating_power_kw=_value(latest, layout.buildings.power[bi]),
                 zones=zones,
             )
         )

@@ -21,7 +21,17 @@ import numpy.typing as npt
 from .site import PointRef, PointSpec, SiteConfig
 from .values import BoolArray, FloatArray
 
-__all__ = ["WEEKDAYS", "ActuatorGroup", "SiteLayout", "day_type_of", "occupied_now"]
+__all__ = [
+    "WEEKDAYS",
+    "ActuatorGroup",
+    "BuildingArrays",
+    "ChannelArrays",
+    "SegmentArrays",
+    "SiteLayout",
+    "ZoneArrays",
+    "day_type_of",
+    "occupied_now",
+]
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 IdxArray = npt.NDArray[np.intp]
@@ -77,56 +87,81 @@ def occupied_now(layout: SiteLayout, now: datetime) -> BoolArray:
     """Per zone: occupied at ``now`` (aware) by its schedule, in the site's local time."""
     local = now.astimezone(layout.timezone)
     day = day_type_of(layout, local.date())
-    occupied: BoolArray = layout.zone_occupancy[:, day, local.hour * 60 + local.minute]
+    occupied: BoolArray = layout.zones.occupancy[:, day, local.hour * 60 + local.minute]
     return occupied
 
 
 @dataclass(frozen=True, eq=False)
+class SegmentArrays:
+    """Per street segment (S)."""
+
+    ids: tuple[str, ...]
+    controller: tuple[PointRef, ...]
+    power: tuple[PointRef | None, ...]
+    energy: tuple[PointRef | None, ...]
+    luminaires: npt.NDArray[np.int64]
+    rated_power_w: FloatArray  # one luminaire [W]
+    min_dim_pct: FloatArray
+    max_dim_pct: FloatArray
+    failsafe_dim_pct: FloatArray
+    off_allowed: BoolArray  # the controller accepts 0 % (switched off), e.g. by day
+    has_counter: BoolArray
+    band_min_flow_veh_h: FloatArray  # (S, B), padded with +inf
+    band_dim_pct: FloatArray  # (S, B)
+    band_class: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True, eq=False)
+class ChannelArrays:
+    """Per counter channel (C), and the channel -> segment pairs (a channel may feed several)."""
+
+    refs: tuple[PointRef, ...]
+    wrap: FloatArray  # modulus of the counter in its unit (2**bits × |scale|), 0: none
+    pair_segment: IdxArray
+    pair_channel: IdxArray
+
+
+@dataclass(frozen=True, eq=False)
+class ZoneArrays:
+    """Per heating zone (Z)."""
+
+    ids: tuple[str, ...]  # "building.zone"
+    building: IdxArray
+    temperature: tuple[PointRef, ...]
+    setpoint: tuple[PointRef, ...]
+    occupied_c: FloatArray
+    setback_c: FloatArray
+    default_c: FloatArray
+    min_c: FloatArray
+    max_c: FloatArray
+    occupancy: BoolArray  # (Z, T, 1440): occupied by day type and local minute
+    area_m2: FloatArray
+
+
+@dataclass(frozen=True, eq=False)
+class BuildingArrays:
+    """Per building (N)."""
+
+    ids: tuple[str, ...]
+    outdoor: tuple[PointRef | None, ...]
+    power: tuple[PointRef | None, ...]
+    energy: tuple[PointRef | None, ...]
+
+
+@dataclass(frozen=True, eq=False)
 class SiteLayout:
-    """Arrays indexed by segment (S), counter channel (C), zone (Z) and building (N)."""
+    """Arrays indexed by segment (S), counter channel (C), zone (Z) and building (N), grouped by
+    the entity they describe: ``layout.segments.min_dim_pct``, ``layout.zones.default_c``."""
 
     site_name: str
     timezone: ZoneInfo
     latitude_deg: float
     longitude_deg: float
-    # segments
-    segment_ids: tuple[str, ...]
-    seg_controller: tuple[PointRef, ...]
-    seg_power: tuple[PointRef | None, ...]
-    seg_energy: tuple[PointRef | None, ...]
-    seg_luminaires: npt.NDArray[np.int64]
-    seg_rated_power_w: FloatArray  # one luminaire [W]
-    seg_min_dim_pct: FloatArray
-    seg_max_dim_pct: FloatArray
-    seg_failsafe_dim_pct: FloatArray
-    seg_off_allowed: BoolArray  # the controller accepts 0 % (switched off), e.g. by day
-    seg_has_counter: BoolArray
-    band_min_flow_veh_h: FloatArray  # (S, B), padded with +inf
-    band_dim_pct: FloatArray  # (S, B)
-    band_class: tuple[tuple[str, ...], ...]
-    # counter channels
-    channels: tuple[PointRef, ...]
-    channel_wrap: FloatArray  # modulus of the counter in its unit (2**bits × |scale|), 0: none
-    pair_segment: IdxArray  # channel -> segment pairs (a channel may feed several segments)
-    pair_channel: IdxArray
-    # zones
-    zone_ids: tuple[str, ...]  # "building.zone"
-    zone_building: IdxArray
-    zone_temperature: tuple[PointRef, ...]
-    zone_setpoint: tuple[PointRef, ...]
-    zone_occupied_c: FloatArray
-    zone_setback_c: FloatArray
-    zone_default_c: FloatArray
-    zone_min_c: FloatArray
-    zone_max_c: FloatArray
-    zone_occupancy: BoolArray  # (Z, T, 1440): occupied by day type and local minute
-    zone_area_m2: FloatArray
-    # buildings
-    building_ids: tuple[str, ...]
-    building_outdoor: tuple[PointRef | None, ...]
-    building_power: tuple[PointRef | None, ...]
-    building_energy: tuple[PointRef | None, ...]
-    # calendar: the day types of ``zone_occupancy`` (the weekdays, then any special ones, e.g.
+    segments: SegmentArrays
+    channels: ChannelArrays
+    zones: ZoneArrays
+    buildings: BuildingArrays
+    # calendar: the day types of ``zones.occupancy`` (the weekdays, then any special ones, e.g.
     # "holiday") and the dates that are not their weekday's type (date -> day-type index)
     day_types: tuple[str, ...] = WEEKDAYS
     special_days: Mapping[date, int] = field(default_factory=lambda: MappingProxyType({}))
@@ -139,23 +174,23 @@ class SiteLayout:
             "dim": ActuatorGroup(
                 name="dim",
                 target="segment",
-                ids=self.segment_ids,
-                refs=self.seg_controller,
-                lo=self.seg_min_dim_pct,
-                hi=self.seg_max_dim_pct,
-                failsafe=self.seg_failsafe_dim_pct,
-                off_allowed=self.seg_off_allowed,
+                ids=self.segments.ids,
+                refs=self.segments.controller,
+                lo=self.segments.min_dim_pct,
+                hi=self.segments.max_dim_pct,
+                failsafe=self.segments.failsafe_dim_pct,
+                off_allowed=self.segments.off_allowed,
                 max_step_param="max_dim_step_pct",
             ),
             "setpoint": ActuatorGroup(
                 name="setpoint",
                 target="zone",
-                ids=self.zone_ids,
-                refs=self.zone_setpoint,
-                lo=self.zone_min_c,
-                hi=self.zone_max_c,
-                failsafe=self.zone_default_c,
-                off_allowed=np.zeros(len(self.zone_ids), dtype=bool),
+                ids=self.zones.ids,
+                refs=self.zones.setpoint,
+                lo=self.zones.min_c,
+                hi=self.zones.max_c,
+                failsafe=self.zones.default_c,
+                off_allowed=np.zeros(len(self.zones.ids), dtype=bool),
                 max_step_param=None,
             ),
         }
@@ -163,15 +198,15 @@ class SiteLayout:
 
     @property
     def n_segments(self) -> int:
-        return len(self.segment_ids)
+        return len(self.segments.ids)
 
     @property
     def n_channels(self) -> int:
-        return len(self.channels)
+        return len(self.channels.refs)
 
     @property
     def n_zones(self) -> int:
-        return len(self.zone_ids)
+        return len(self.zones.ids)
 
     @classmethod
     def from_config(cls, cfg: SiteConfig) -> SiteLayout:
@@ -242,39 +277,47 @@ class SiteLayout:
             timezone=ZoneInfo(cfg.site.timezone),
             latitude_deg=cfg.site.latitude,
             longitude_deg=cfg.site.longitude,
-            segment_ids=tuple(s.id for s in segs),
-            seg_controller=tuple(s.controller for s in segs),
-            seg_power=tuple(s.power for s in segs),
-            seg_energy=tuple(s.energy for s in segs),
-            seg_luminaires=np.array([s.luminaires for s in segs], dtype=np.int64),
-            seg_rated_power_w=np.array([s.rated_power_w for s in segs], dtype=float),
-            seg_min_dim_pct=seg_min,
-            seg_max_dim_pct=seg_max,
-            seg_failsafe_dim_pct=np.clip(
-                np.array([s.failsafe_dim_pct for s in segs], dtype=float), seg_min, seg_max
+            segments=SegmentArrays(
+                ids=tuple(s.id for s in segs),
+                controller=tuple(s.controller for s in segs),
+                power=tuple(s.power for s in segs),
+                energy=tuple(s.energy for s in segs),
+                luminaires=np.array([s.luminaires for s in segs], dtype=np.int64),
+                rated_power_w=np.array([s.rated_power_w for s in segs], dtype=float),
+                min_dim_pct=seg_min,
+                max_dim_pct=seg_max,
+                failsafe_dim_pct=np.clip(
+                    np.array([s.failsafe_dim_pct for s in segs], dtype=float), seg_min, seg_max
+                ),
+                off_allowed=seg_off,
+                has_counter=np.array([bool(s.counters) for s in segs], dtype=bool),
+                band_min_flow_veh_h=band_flow,
+                band_dim_pct=band_dim,
+                band_class=tuple(tuple(b.lighting_class for b in s.bands) for s in segs),
             ),
-            seg_off_allowed=seg_off,
-            seg_has_counter=np.array([bool(s.counters) for s in segs], dtype=bool),
-            band_min_flow_veh_h=band_flow,
-            band_dim_pct=band_dim,
-            band_class=tuple(tuple(b.lighting_class for b in s.bands) for s in segs),
-            channels=tuple(channels),
-            channel_wrap=np.array([_wrap_of(point(c)) for c in channels], dtype=float),
-            pair_segment=np.array(pair_s, dtype=np.intp),
-            pair_channel=np.array(pair_c, dtype=np.intp),
-            zone_ids=tuple(f"{b.id}.{z.id}" for _bi, b, z in zones),
-            zone_building=np.array([bi for bi, _b, _z in zones], dtype=np.intp),
-            zone_temperature=tuple(z.temperature for _bi, _b, z in zones),
-            zone_setpoint=tuple(z.setpoint for _bi, _b, z in zones),
-            zone_occupied_c=np.array([z.occupied_setpoint_c for *_, z in zones], dtype=float),
-            zone_setback_c=np.array([z.setback_setpoint_c for *_, z in zones], dtype=float),
-            zone_default_c=np.array([z.default_setpoint_c for *_, z in zones], dtype=float),
-            zone_min_c=z_min,
-            zone_max_c=z_max,
-            zone_occupancy=occ,
-            zone_area_m2=np.array([z.area_m2 for *_, z in zones], dtype=float),
-            building_ids=tuple(b.id for b in cfg.buildings),
-            building_outdoor=tuple(b.outdoor_temperature for b in cfg.buildings),
-            building_power=tuple(b.heating_power for b in cfg.buildings),
-            building_energy=tuple(b.heating_energy for b in cfg.buildings),
+            channels=ChannelArrays(
+                refs=tuple(channels),
+                wrap=np.array([_wrap_of(point(c)) for c in channels], dtype=float),
+                pair_segment=np.array(pair_s, dtype=np.intp),
+                pair_channel=np.array(pair_c, dtype=np.intp),
+            ),
+            zones=ZoneArrays(
+                ids=tuple(f"{b.id}.{z.id}" for _bi, b, z in zones),
+                building=np.array([bi for bi, _b, _z in zones], dtype=np.intp),
+                temperature=tuple(z.temperature for _bi, _b, z in zones),
+                setpoint=tuple(z.setpoint for _bi, _b, z in zones),
+                occupied_c=np.array([z.occupied_setpoint_c for *_, z in zones], dtype=float),
+                setback_c=np.array([z.setback_setpoint_c for *_, z in zones], dtype=float),
+                default_c=np.array([z.default_setpoint_c for *_, z in zones], dtype=float),
+                min_c=z_min,
+                max_c=z_max,
+                occupancy=occ,
+                area_m2=np.array([z.area_m2 for *_, z in zones], dtype=float),
+            ),
+            buildings=BuildingArrays(
+                ids=tuple(b.id for b in cfg.buildings),
+                outdoor=tuple(b.outdoor_temperature for b in cfg.buildings),
+                power=tuple(b.heating_power for b in cfg.buildings),
+                energy=tuple(b.heating_energy for b in cfg.buildings),
+            ),
         )

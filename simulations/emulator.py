@@ -245,18 +245,18 @@ def _bindings(site: SiteConfig, layout: SiteLayout) -> dict[tuple[str, str], _Bi
             mapped.setdefault((ref.device, ref.point), (source, index))
 
     for s in range(layout.n_segments):
-        put(layout.seg_controller[s], "dim", s)
-        put(layout.seg_power[s], "segment_power", s)
-        put(layout.seg_energy[s], "segment_energy", s)
-    for c, ref in enumerate(layout.channels):
+        put(layout.segments.controller[s], "dim", s)
+        put(layout.segments.power[s], "segment_power", s)
+        put(layout.segments.energy[s], "segment_energy", s)
+    for c, ref in enumerate(layout.channels.refs):
         put(ref, "counter", c)
     for z in range(layout.n_zones):
-        put(layout.zone_setpoint[z], "setpoint", z)
-        put(layout.zone_temperature[z], "zone_temp", z)
-    for n in range(len(layout.building_ids)):
-        put(layout.building_power[n], "building_power", n)
-        put(layout.building_energy[n], "building_energy", n)
-        put(layout.building_outdoor[n], "outdoor_temp", n)
+        put(layout.zones.setpoint[z], "setpoint", z)
+        put(layout.zones.temperature[z], "zone_temp", z)
+    for n in range(len(layout.buildings.ids)):
+        put(layout.buildings.power[n], "building_power", n)
+        put(layout.buildings.energy[n], "building_energy", n)
+        put(layout.buildings.outdoor[n], "outdoor_temp", n)
 
     out: dict[tuple[str, str], _Binding] = {}
     for d in site.devices:
@@ -669,7 +669,7 @@ class SiteEmulator:
 
     def _measurements(self) -> dict[Source, FloatArray]:
         state = self._plant
-        n_bld = len(self._layout.building_ids)
+        n_bld = len(self._layout.buildings.ids)
         return {
             "counter": state.counter_veh,
             "segment_power": segment_power_w(self._layout, state.dim_pct),

@@ -196,17 +196,17 @@ def kpis(result: SimulationResult[Any], tariff: Tariff | None = None) -> Kpis:
     dim = result.dim_pct
     lit = dim > 0
     lit_steps = np.count_nonzero(lit, axis=0)
-    dimmed = lit & (dim < lay.seg_failsafe_dim_pct)
+    dimmed = lit & (dim < lay.segments.failsafe_dim_pct)
     failsafe = result.dim_reason == Reason.FAILSAFE
     with np.errstate(divide="ignore", invalid="ignore"):
         mean_lit = np.where(lit_steps > 0, np.where(lit, dim, 0.0).sum(axis=0) / lit_steps, np.nan)
-    cold = result.zone_occupied & (result.zone_temp_c < lay.zone_occupied_c - COMFORT_TOLERANCE_K)
+    cold = result.zone_occupied & (result.zone_temp_c < lay.zones.occupied_c - COMFORT_TOLERANCE_K)
     return Kpis(
         policy_name=result.policy_name,
         hours=result.hours,
-        segment_ids=lay.segment_ids,
-        building_ids=lay.building_ids,
-        zone_ids=lay.zone_ids,
+        segment_ids=lay.segments.ids,
+        building_ids=lay.buildings.ids,
+        zone_ids=lay.zones.ids,
         price_eur_per_kwh=t.energy_price_eur_per_kwh,
         co2_kg_per_kwh=t.co2_kg_per_kwh,
         segment_energy_kwh=result.segment_power_w.sum(axis=0) * step_h / 1e3,

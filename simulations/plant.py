@@ -153,13 +153,13 @@ class PlantState:
 def channel_peak_flow_veh_h(layout: SiteLayout, road_types: Sequence[RoadType]) -> FloatArray:
     """Peak flow of each channel: the largest road-type peak of the segments it feeds [veh/h].
 
-    ``road_types`` is indexed by segment, like ``layout.segment_ids``.
+    ``road_types`` is indexed by segment, like ``layout.segments.ids``.
     """
     if len(road_types) != layout.n_segments:
         raise ValueError(f"expected {layout.n_segments} road types, got {len(road_types)}")
     seg_peak = np.array([ROAD_PEAK_FLOW_VEH_H[r] for r in road_types], dtype=float)
     peak = np.zeros(layout.n_channels)
-    np.maximum.at(peak, layout.pair_channel, seg_peak[layout.pair_segment])
+    np.maximum.at(peak, layout.channels.pair_channel, seg_peak[layout.channels.pair_segment])
     return peak
 
 
@@ -175,7 +175,7 @@ def make_params(
 
     ``traffic`` and ``weather`` default to the packaged measured profile and typical year.
     """
-    area = layout.zone_area_m2
+    area = layout.zones.area_m2
     return PlantParams(
         channel_peak_flow_veh_h=channel_peak_flow_veh_h(
             layout, [s.road_type for s in site.segments]
@@ -203,7 +203,7 @@ def initial_state(
     """
     if start.tzinfo is None:
         raise ValueError("start must be timezone-aware")
-    temp = layout.zone_default_c.copy() if zone_temp_c is None else np.array(zone_temp_c, float)
+    temp = layout.zones.default_c.copy() if zone_temp_c is None else np.array(zone_temp_c, float)
     if temp.shape != (layout.n_zones,):
         raise ValueError(f"zone_temp_c must have shape ({layout.n_zones},)")
     return PlantState(
@@ -211,9 +211,9 @@ def initial_state(
         counter_veh=np.full(layout.n_channels, float(counter_offset_veh)),
         segment_energy_wh=np.zeros(layout.n_segments),
         zone_temp_c=temp,
-        building_heating_energy_kwh=np.zeros(len(layout.building_ids)),
-        dim_pct=layout.seg_failsafe_dim_pct.copy(),
-        setpoint_c=layout.zone_default_c.copy(),
+        building_heating_energy_kwh=np.zeros(len(layout.buildings.ids)),
+        dim_pct=layout.segments.failsafe_dim_pct.copy(),
+        setpoint_c=layout.zones.default_c.copy(),
     )
 
 
@@ -234,7 +234,8 @@ def lamp_fraction(dim_pct: FloatArray) -> FloatArray:
 
 def segment_power_w(layout: SiteLayout, dim_pct: FloatArray) -> FloatArray:
     """Electrical power of each segment at the given dim levels [W]."""
-    out: FloatArray = layout.seg_luminaires * layout.seg_rated_power_w * lamp_fraction(dim_pct)
+    segs = layout.segments
+    out: FloatArray = segs.luminaires * segs.rated_power_w * lamp_fraction(dim_pct)
     return out
 
 
@@ -252,7 +253,7 @@ def building_heating_kw(layout: SiteLayout, params: PlantParams, state: PlantSta
     """Heating power of each building at the state's instant [kW]."""
     q_w = zone_heating_w(params, state.zone_temp_c, state.setpoint_c)
     out: FloatArray = (
-        np.bincount(layout.zone_building, weights=q_w, minlength=len(layout.building_ids)) / 1e3
+        np.bincount(layout.zones.building, weights=q_w, minlength=len(layout.buildings.ids)) / 1e3
     )
     return out
 
@@ -357,7 +358,7 @@ def plant_step(
         temp = temp + h_s * gain_w / params.zone_capacity_j_k
         heat_j += q_w * h_s
     bld_kwh = (
-        np.bincount(layout.zone_building, weights=heat_j, minlength=len(layout.building_ids))
+        np.bincount(layout.zones.building, weights=heat_j, minlength=len(layout.buildings.ids))
         / _J_PER_KWH
     )
 

@@ -182,7 +182,7 @@ class _Readouts:
     @classmethod
     def of(cls, site: SiteConfig | None, layout: SiteLayout) -> _Readouts:
         if site is None:
-            outdoor = np.array([r is not None for r in layout.building_outdoor], dtype=bool)
+            outdoor = np.array([r is not None for r in layout.buildings.outdoor], dtype=bool)
             return cls(
                 PointReadout.ideal(np.ones(layout.n_channels, dtype=bool)),
                 PointReadout.ideal(np.ones(layout.n_zones, dtype=bool)),
@@ -191,11 +191,11 @@ class _Readouts:
                 PointReadout.ideal(np.ones(layout.n_zones, dtype=bool)),
             )
         return cls(
-            PointReadout.of(site, layout.channels, "veh"),
-            PointReadout.of(site, layout.zone_temperature, "temp_c"),
-            PointReadout.of(site, layout.building_outdoor, "temp_c"),
-            PointReadout.of(site, layout.seg_controller, "pct"),
-            PointReadout.of(site, layout.zone_setpoint, "temp_c"),
+            PointReadout.of(site, layout.channels.refs, "veh"),
+            PointReadout.of(site, layout.zones.temperature, "temp_c"),
+            PointReadout.of(site, layout.buildings.outdoor, "temp_c"),
+            PointReadout.of(site, layout.segments.controller, "pct"),
+            PointReadout.of(site, layout.zones.setpoint, "temp_c"),
         )
 
 
@@ -241,7 +241,7 @@ def _chunks(
     per_chunk = max(1, _CHUNK_ELEMENTS // (n_sub * max(1, layout.n_channels)))
     counter = counter0_veh
     tz = layout.timezone
-    n_bld = len(layout.building_ids)
+    n_bld = len(layout.buildings.ids)
     for k0 in range(0, n_steps, per_chunk):
         n = min(per_chunk, n_steps - k0)
         t64 = start64 + (np.arange(k0, k0 + n + 1) * step_us).astype("timedelta64[us]")
@@ -272,7 +272,7 @@ def _chunks(
         local_days: list[date] = days.tolist()
         day_types = {d: day_type_of(layout, d) for d in set(local_days)}
         day_type = np.array([day_types[d] for d in local_days], dtype=np.intp)
-        occupied = layout.zone_occupancy[:, day_type, minute].T
+        occupied = layout.zones.occupancy[:, day_type, minute].T
 
         yield _Chunk(
             k0=k0,
@@ -363,7 +363,7 @@ def run(
         tariff = cfg.tariff if cfg is not None else Tariff()
     readouts = _Readouts.of(cfg, layout)
 
-    s_n, z_n, n_bld = layout.n_segments, layout.n_zones, len(layout.building_ids)
+    s_n, z_n, n_bld = layout.n_segments, layout.n_zones, len(layout.buildings.ids)
     plant0 = initial_state(
         layout, start, counter_offset_veh=counter_offset_veh, zone_temp_c=zone_temp_c
     )
@@ -387,7 +387,7 @@ def run(
 
     ua, cap = plant.zone_ua_w_k, plant.zone_capacity_j_k
     gain, q_max = plant.thermostat_gain_w_k, plant.zone_heating_max_w
-    zone_building = layout.zone_building
+    zone_building = layout.zones.building
     seg_ok = np.ones(s_n, dtype=bool)
     zero_z = np.zeros(z_n)
     state = policy.initial_state()

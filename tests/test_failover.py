@@ -68,7 +68,7 @@ async def test_counter_outage_drives_segments_to_failsafe_and_back(
     cmds = rig.runtime.commands
     assert cmds is not None and (cmds.dim_reason == Reason.TRAFFIC).all()
     traffic_dims = cmds.dim_pct.copy()
-    assert (traffic_dims < rig.runtime.layout.seg_failsafe_dim_pct).any()
+    assert (traffic_dims < rig.runtime.layout.segments.failsafe_dim_pct).any()
 
     caplog.set_level(logging.INFO, logger="laterne.runtime")
     down = await rig.emu.stop_device_server("counter-north")
@@ -84,10 +84,10 @@ async def test_counter_outage_drives_segments_to_failsafe_and_back(
     assert {states[d].quality for d in ("seg-bahnhofstr", "school")} == {Quality.GOOD}
     cmds = rig.runtime.commands
     assert cmds is not None
-    assert cmds.dim_pct.tolist() == rig.runtime.layout.seg_failsafe_dim_pct.tolist()
+    assert cmds.dim_pct.tolist() == rig.runtime.layout.segments.failsafe_dim_pct.tolist()
     assert (cmds.dim_reason == Reason.FAILSAFE).all()
     # the controllers really were set to the fail-safe level
-    assert rig.emu.plant.dim_pct.tolist() == rig.runtime.layout.seg_failsafe_dim_pct.tolist()
+    assert rig.emu.plant.dim_pct.tolist() == rig.runtime.layout.segments.failsafe_dim_pct.tolist()
     # logged once per device when it went down, not once per failed poll
     went_down = [r for r in caplog.records if "counter-north: good -> offline" in r.getMessage()]
     assert len(went_down) == 1
@@ -115,7 +115,7 @@ async def test_building_outage_sets_default_setpoints(rig: Rig) -> None:
     assert rig.runtime.device_states["school"].quality is Quality.OFFLINE
     cmds = rig.runtime.commands
     assert cmds is not None
-    assert cmds.setpoint_c.tolist() == rig.runtime.layout.zone_default_c.tolist()
+    assert cmds.setpoint_c.tolist() == rig.runtime.layout.zones.default_c.tolist()
     assert (cmds.setpoint_reason == Reason.FAILSAFE).all()
     snap = rig.runtime.snapshot()
     school = next(d for d in snap.devices if d.id == "school")

@@ -83,7 +83,7 @@ def test_full_power_is_clamped_like_any_policy(
         demo_layout,
         local(2026, 11, 25, 20),
     )
-    np.testing.assert_array_equal(c.dim_pct, demo_layout.seg_min_dim_pct)  # 20, 20, 10
+    np.testing.assert_array_equal(c.dim_pct, demo_layout.segments.min_dim_pct)  # 20, 20, 10
     assert (c.dim_reason == Reason.CLAMPED).all()
 
 
@@ -142,7 +142,7 @@ def test_an_unknown_zone_temperature_gets_the_default_setpoint(
         local(2026, 11, 25, 10),
         zone_ok=False,
     )
-    assert c.setpoint_c.tolist() == demo_layout.zone_default_c.tolist()
+    assert c.setpoint_c.tolist() == demo_layout.zones.default_c.tolist()
     assert (c.setpoint_reason == Reason.FAILSAFE).all()
 
 

@@ -73,16 +73,16 @@ def good(refs: Iterable[PointRef | None], value: float = 1.0) -> dict[ReadingKey
 
 def everything_good(layout: SiteLayout) -> dict[ReadingKey, PointReading]:
     latest: dict[ReadingKey, PointReading] = {}
-    for k, ref in enumerate(layout.channels):
+    for k, ref in enumerate(layout.channels.refs):
         latest[(ref.device, ref.point)] = PointReading(
             ref.device, ref.point, 1000.0 + k, Quality.GOOD, NOW
         )
-    for k, ref in enumerate(layout.zone_temperature):
+    for k, ref in enumerate(layout.zones.temperature):
         latest[(ref.device, ref.point)] = PointReading(
             ref.device, ref.point, 20.0 + k, Quality.GOOD, NOW
         )
-    latest |= good(layout.seg_controller, 50.0)
-    latest |= good(layout.building_outdoor, 3.5)
+    latest |= good(layout.segments.controller, 50.0)
+    latest |= good(layout.buildings.outdoor, 3.5)
     return latest
 
 
@@ -120,9 +120,9 @@ def test_one_unusable_reading_is_nan_and_not_ok_and_touches_nothing_else(
     demo_layout: SiteLayout, quality: Quality, value: float, age_s: float
 ) -> None:
     latest = everything_good(demo_layout)
-    ch = demo_layout.channels[1]
-    zone = demo_layout.zone_temperature[0]
-    ctl = demo_layout.seg_controller[2]
+    ch = demo_layout.channels.refs[1]
+    zone = demo_layout.zones.temperature[0]
+    ctl = demo_layout.segments.controller[2]
     for ref in (ch, zone, ctl):
         latest[(ref.device, ref.point)] = PointReading(
             ref.device, ref.point, value, quality, NOW - timedelta(seconds=age_s)
@@ -141,13 +141,13 @@ def test_the_limit_is_per_device(demo_layout: SiteLayout) -> None:
         k: PointReading(r.device_id, r.point, r.value, r.quality, NOW - timedelta(seconds=45))
         for k, r in everything_good(demo_layout).items()
     }
-    devices = {ref.device for ref in demo_layout.channels}
-    devices |= {ref.device for ref in demo_layout.seg_controller}
-    devices |= {ref.device for ref in demo_layout.zone_temperature}
-    slow = demo_layout.channels[0].device
+    devices = {ref.device for ref in demo_layout.channels.refs}
+    devices |= {ref.device for ref in demo_layout.segments.controller}
+    devices |= {ref.device for ref in demo_layout.zones.temperature}
+    slow = demo_layout.channels.refs[0].device
     limits = {d: (60.0 if d == slow else 30.0) for d in devices}
     obs = build_observation(demo_layout, latest, NOW, limits)
-    from_slow = [ref.device == slow for ref in demo_layout.channels]
+    from_slow = [ref.device == slow for ref in demo_layout.channels.refs]
     assert obs.counter_ok.tolist() == from_slow
     assert not obs.zone_ok.any() and not obs.segment_ok.any()
 

@@ -81,7 +81,7 @@ def test_night_dimming_follows_traffic_band(
     state, cmds = run(policy, demo_layout, NIGHT, 600, [1000.0] * 4, rates)
     assert cmds.dim_pct.tolist() == expected_dim  # type: ignore[attr-defined]
     assert all(r == Reason.TRAFFIC for r in cmds.dim_reason)  # type: ignore[attr-defined]
-    classes = [demo_layout.band_class[i][b] for i, b in enumerate(state.segment_band)]
+    classes = [demo_layout.segments.band_class[i][b] for i, b in enumerate(state.segment_band)]
     assert classes == expected_class
     np.testing.assert_allclose(
         state.segment_flow_veh_h,

@@ -131,7 +131,7 @@ async def test_counter_outage_rides_through_a_blip_then_failsafe(setup) -> None:
     cmds = runtime.commands
     assert cmds is not None
     assert cmds.dim_reason[0] == Reason.FAILSAFE
-    assert cmds.dim_pct[0] == runtime.layout.seg_failsafe_dim_pct[0]
+    assert cmds.dim_pct[0] == runtime.layout.segments.failsafe_dim_pct[0]
 
 
 async def test_old_values_are_stale_not_good(setup) -> None:  # type: ignore[no-untyped-def]

@@ -81,14 +81,14 @@ def test_before_the_first_cycle_every_output_says_not_started(
     snap = build_snapshot(demo_site, demo_layout, None, 0, state, None, {}, devs)
     assert (snap.ts, snap.cycle, snap.sun_elevation_deg) == (None, 0, None)
     assert [s.id for s in snap.segments] == list(SEGMENTS)
-    for s, failsafe in zip(snap.segments, demo_layout.seg_failsafe_dim_pct, strict=True):
+    for s, failsafe in zip(snap.segments, demo_layout.segments.failsafe_dim_pct, strict=True):
         assert s.reason == "not started"
         assert s.dim_pct == failsafe  # what the site falls back to, not a made-up 0
         assert (s.flow_veh_h, s.lighting_class, s.actual_dim_pct) == (None, "", None)
         assert (s.measured_power_w, s.failed_lamps, s.online) == (None, None, False)
     zones = [z for b in snap.buildings for z in b.zones]
     assert [z.reason for z in zones] == ["not started"] * 2
-    assert [z.setpoint_c for z in zones] == demo_layout.zone_default_c.tolist()
+    assert [z.setpoint_c for z in zones] == demo_layout.zones.default_c.tolist()
     assert all(z.temperature_c is None and z.actual_setpoint_c is None for z in zones)
     assert all(not z.occupied for z in zones)
     for d in snap.devices:

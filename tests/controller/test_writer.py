@@ -207,7 +207,7 @@ async def test_last_written_is_nan_until_written(  # type: ignore[no-untyped-def
     assert all(math.isnan(v) for v in before.dim_pct) and len(before.dim_pct) == 3
     await writer.write(dim(40.0), at(0))
     after = writer.last_written(demo_layout)
-    i = [r.device for r in demo_layout.seg_controller].index(SEG)
+    i = [r.device for r in demo_layout.segments.controller].index(SEG)
     assert after.dim_pct[i] == 40.0
     assert sum(math.isnan(v) for v in after.dim_pct) == 2
     assert all(math.isnan(v) for v in after.setpoint_c)
@@ -221,7 +221,7 @@ def test_commands_to_writes_is_one_write_per_actuator(demo_layout: SiteLayout) -
         setpoint_reason=np.zeros(demo_layout.n_zones, dtype=np.int8),
     )
     writes = commands_to_writes(demo_layout, cmds)
-    refs = [*demo_layout.seg_controller, *demo_layout.zone_setpoint]
+    refs = [*demo_layout.segments.controller, *demo_layout.zones.setpoint]
     assert [(w.device_id, w.point) for w in writes] == [(r.device, r.point) for r in refs]
     assert [w.value for w in writes] == [50.0] * demo_layout.n_segments + [
         20.0

@@ -124,42 +124,43 @@ def layout(cfg: SiteConfig) -> SiteLayout:
 
 
 def test_segments_zones_and_buildings_keep_the_order_of_the_file(layout: SiteLayout) -> None:
-    assert layout.segment_ids == ("s-a", "s-b", "s-c")
-    assert layout.zone_ids == ("school.z1", "school.z2", "hall.z3")
-    assert layout.building_ids == ("school", "hall")
-    assert layout.zone_building.tolist() == [0, 0, 1]
+    assert layout.segments.ids == ("s-a", "s-b", "s-c")
+    assert layout.zones.ids == ("school.z1", "school.z2", "hall.z3")
+    assert layout.buildings.ids == ("school", "hall")
+    assert layout.zones.building.tolist() == [0, 0, 1]
     assert (layout.n_segments, layout.n_channels, layout.n_zones) == (3, 4, 3)
-    assert layout.seg_controller == tuple(
+    assert layout.segments.controller == tuple(
         PointRef(device=d, point="dim") for d in ("k1", "k2", "k3")
     )
-    assert layout.zone_setpoint == tuple(PointRef(device="bms", point=f"sp{k}") for k in (1, 2, 3))
-    assert layout.building_outdoor == (PointRef(device="bms", point="outdoor"), None)
-    assert layout.seg_luminaires.tolist() == [10, 20, 5]
-    assert layout.seg_has_counter.tolist() == [True, True, False]
+    assert layout.zones.setpoint == tuple(PointRef(device="bms", point=f"sp{k}") for k in (1, 2, 3))
+    assert layout.buildings.outdoor == (PointRef(device="bms", point="outdoor"), None)
+    assert layout.segments.luminaires.tolist() == [10, 20, 5]
+    assert layout.segments.has_counter.tolist() == [True, True, False]
 
 
 def test_a_channel_is_listed_once_in_first_seen_order(layout: SiteLayout) -> None:
-    assert [f"{c.device}.{c.point}" for c in layout.channels] == [
+    assert [f"{c.device}.{c.point}" for c in layout.channels.refs] == [
         "c1.axles16", "c1.veh32", "c1.veh64", "c1.vehf",
     ]  # fmt: skip
 
 
 def test_a_channel_feeding_two_segments_is_one_channel_in_two_pairs(layout: SiteLayout) -> None:
-    pairs = sorted(zip(layout.pair_segment.tolist(), layout.pair_channel.tolist(), strict=True))
+    ch = layout.channels
+    pairs = sorted(zip(ch.pair_segment.tolist(), ch.pair_channel.tolist(), strict=True))
     assert pairs == [(0, 0), (0, 1), (1, 1), (1, 2), (1, 3)]
-    assert layout.pair_segment.dtype == np.intp and layout.pair_channel.dtype == np.intp
+    assert ch.pair_segment.dtype == np.intp and ch.pair_channel.dtype == np.intp
     # what the policy does with the pairs: channel 1 counts in both segments' sums
     per_channel = np.array([1.0, 10.0, 100.0, 1000.0])
-    sums = np.bincount(layout.pair_segment, weights=per_channel[layout.pair_channel], minlength=3)
+    sums = np.bincount(ch.pair_segment, weights=per_channel[ch.pair_channel], minlength=3)
     assert sums.tolist() == [11.0, 1110.0, 0.0]
 
 
 def test_a_site_without_counters_has_empty_pair_arrays() -> None:
     cfg = site({"segments.0.counters": [], "segments.1.counters": []})
     lay = SiteLayout.from_config(cfg)
-    assert lay.n_channels == 0 and lay.channel_wrap.shape == (0,)
-    assert lay.pair_segment.shape == (0,) and lay.pair_channel.shape == (0,)
-    assert not lay.seg_has_counter.any()
+    assert lay.n_channels == 0 and lay.channels.wrap.shape == (0,)
+    assert lay.channels.pair_segment.shape == (0,) and lay.channels.pair_channel.shape == (0,)
+    assert not lay.segments.has_counter.any()
 
 
 # ------------------------------------------------------------------------------- bands
@@ -169,15 +170,15 @@ def test_bands_are_padded_with_inf_so_a_missing_band_is_never_reached(
     layout: SiteLayout,
 ) -> None:
     inf = np.inf
-    assert layout.band_min_flow_veh_h.shape == (3, 3)
-    assert layout.band_min_flow_veh_h.tolist() == [
+    assert layout.segments.band_min_flow_veh_h.shape == (3, 3)
+    assert layout.segments.band_min_flow_veh_h.tolist() == [
         [0, 100, inf], [0, 50, 200], [0, inf, inf],
     ]  # fmt: skip
-    assert layout.band_dim_pct.tolist() == [[30, 60, 0], [20, 40, 80], [50, 0, 0]]
-    assert layout.band_class == (("M5", "M4"), ("M5", "M4", "M3"), ("P5",))
+    assert layout.segments.band_dim_pct.tolist() == [[30, 60, 0], [20, 40, 80], [50, 0, 0]]
+    assert layout.segments.band_class == (("M5", "M4"), ("M5", "M4", "M3"), ("P5",))
     # the highest reached band, as the policy computes it, never lands in the padding
     huge = np.array([1e9, 1e9, 1e9])
-    reached = (layout.band_min_flow_veh_h <= huge[:, None]).sum(axis=1) - 1
+    reached = (layout.segments.band_min_flow_veh_h <= huge[:, None]).sum(axis=1) - 1
     assert reached.tolist() == [1, 2, 0]
 
 
@@ -185,20 +186,20 @@ def test_bands_are_padded_with_inf_so_a_missing_band_is_never_reached(
 
 
 def test_dim_bounds_are_the_intersection_of_site_and_profile(layout: SiteLayout) -> None:
-    assert layout.seg_min_dim_pct.tolist() == [20, 0, 10]  # site 20; profile 0; profile 10
-    assert layout.seg_max_dim_pct.tolist() == [100, 100, 90]  # profile max 90 below site 95
-    assert layout.seg_failsafe_dim_pct.tolist() == [100, 100, 90]  # clipped into the bounds
-    assert layout.seg_off_allowed.tolist() == [True, True, False]  # profile min 10: never off
+    assert layout.segments.min_dim_pct.tolist() == [20, 0, 10]  # site 20; profile 0; profile 10
+    assert layout.segments.max_dim_pct.tolist() == [100, 100, 90]  # profile max 90 below site 95
+    assert layout.segments.failsafe_dim_pct.tolist() == [100, 100, 90]  # clipped into the bounds
+    assert layout.segments.off_allowed.tolist() == [True, True, False]  # profile min 10: never off
 
 
 def test_setpoint_bounds_are_the_intersection_of_site_and_profile(layout: SiteLayout) -> None:
     # z1: site 12..30, profile 10..26; z2: site 5..24; z3: the site's defaults 12..24
-    assert layout.zone_min_c.tolist() == [12, 10, 12]
-    assert layout.zone_max_c.tolist() == [26, 24, 24]
-    assert layout.zone_default_c.tolist() == [19, 18, 17]
-    assert layout.zone_occupied_c.tolist() == [21, 20, 18]
-    assert layout.zone_setback_c.tolist() == [16, 15, 14]
-    assert layout.zone_area_m2.tolist() == [100, 200, 300]
+    assert layout.zones.min_c.tolist() == [12, 10, 12]
+    assert layout.zones.max_c.tolist() == [26, 24, 24]
+    assert layout.zones.default_c.tolist() == [19, 18, 17]
+    assert layout.zones.occupied_c.tolist() == [21, 20, 18]
+    assert layout.zones.setback_c.tolist() == [16, 15, 14]
+    assert layout.zones.area_m2.tolist() == [100, 200, 300]
 
 
 # --------------------------------------------------------------------------- counter wrap
@@ -206,7 +207,7 @@ def test_setpoint_bounds_are_the_intersection_of_site_and_profile(layout: SiteLa
 
 def test_counter_wrap_is_in_engineering_units(layout: SiteLayout) -> None:
     # u16 × 0.5 wraps at 32,768 veh; u32 × 1 at 2**32; u64 × 0.5 at 2**63; floats never
-    assert layout.channel_wrap.tolist() == [32768.0, 2.0**32, 2.0**63, 0.0]
+    assert layout.channels.wrap.tolist() == [32768.0, 2.0**32, 2.0**63, 0.0]
 
 
 @pytest.mark.parametrize(
@@ -226,7 +227,7 @@ def test_counter_wrap_by_type_and_scale(type_: str, scale: float, wrap: float) -
     cfg = site({"profiles.counter.points.axles16.type": type_,
                 "profiles.counter.points.axles16.scale": scale})  # fmt: skip
     lay = SiteLayout.from_config(cfg)
-    assert lay.channel_wrap[0] == pytest.approx(wrap, rel=1e-12)
+    assert lay.channels.wrap[0] == pytest.approx(wrap, rel=1e-12)
 
 
 def _counts(layout: SiteLayout, first_veh: float) -> np.ndarray:
@@ -266,7 +267,9 @@ def test_the_policy_reads_a_scaled_wrap_as_traffic(cfg: SiteConfig, layout: Site
 def test_a_wrap_in_raw_units_would_lose_that_interval(cfg: SiteConfig, layout: SiteLayout) -> None:
     """What the raw modulus (2**16 for any u16) made of it: (1 - 32,767) mod 65,536 = 32,770 veh
     in a minute, refused as implausible, so the channel has no flow yet."""
-    raw_wrap = replace(layout, channel_wrap=np.array([2.0**16, 2.0**32, 2.0**64, 0.0]))
+    raw_wrap = replace(
+        layout, channels=replace(layout.channels, wrap=np.array([2.0**16, 2.0**32, 2.0**64, 0.0]))
+    )
     assert np.isnan(_flow_across_the_wrap(cfg, raw_wrap))
 
 
@@ -279,7 +282,7 @@ def minute(hhmm: str) -> int:
 
 
 def test_occupancy_grid_start_inclusive_end_exclusive(layout: SiteLayout) -> None:
-    occ = layout.zone_occupancy
+    occ = layout.zones.occupancy
     assert occ.shape == (3, 7, 1440) and occ.dtype == np.bool_
     mon, sat, sun = WEEKDAYS.index("mon"), WEEKDAYS.index("sat"), WEEKDAYS.index("sun")
     z1 = occ[0]
@@ -292,13 +295,13 @@ def test_occupancy_grid_start_inclusive_end_exclusive(layout: SiteLayout) -> Non
 
 
 def test_zones_with_the_same_schedule_have_equal_but_separate_grids(layout: SiteLayout) -> None:
-    occ = layout.zone_occupancy
+    occ = layout.zones.occupancy
     assert np.array_equal(occ[0], occ[1])
     assert not np.array_equal(occ[0], occ[2])
 
 
 def test_occupancy_until_24_00_and_from_00_00(layout: SiteLayout) -> None:
-    z3 = layout.zone_occupancy[2]
+    z3 = layout.zones.occupancy[2]
     sat, sun = WEEKDAYS.index("sat"), WEEKDAYS.index("sun")
     assert z3[sat, minute("09:00") :].all() and not z3[sat, : minute("09:00")].any()
     assert z3[sun, : minute("12:00")].all() and not z3[sun, minute("12:00") :].any()
@@ -307,11 +310,11 @@ def test_occupancy_until_24_00_and_from_00_00(layout: SiteLayout) -> None:
 
 def test_a_zone_without_occupancy_is_never_occupied() -> None:
     lay = SiteLayout.from_config(site({"buildings.1.zones.0.occupancy": []}))
-    assert not lay.zone_occupancy[2].any()
-    assert lay.zone_occupancy[0].any()
+    assert not lay.zones.occupancy[2].any()
+    assert lay.zones.occupancy[0].any()
 
 
 def test_a_site_without_buildings_has_an_empty_grid() -> None:
     lay = SiteLayout.from_config(site({"buildings": []}))
-    assert lay.zone_occupancy.shape == (0, 7, 1440)
-    assert lay.zone_min_c.shape == (0,) and lay.zone_building.shape == (0,)
+    assert lay.zones.occupancy.shape == (0, 7, 1440)
+    assert lay.zones.min_c.shape == (0,) and lay.zones.building.shape == (0,)

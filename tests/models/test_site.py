@@ -29,13 +29,13 @@ def test_demo_site_loads(demo_site: SiteConfig) -> None:
 
 
 def test_layout_bounds_intersect_site_and_profile(demo_layout: SiteLayout) -> None:
-    assert demo_layout.seg_min_dim_pct.tolist() == [20, 20, 10]
-    assert demo_layout.seg_max_dim_pct.tolist() == [100, 100, 100]
-    assert demo_layout.seg_failsafe_dim_pct.tolist() == [100, 100, 80]
+    assert demo_layout.segments.min_dim_pct.tolist() == [20, 20, 10]
+    assert demo_layout.segments.max_dim_pct.tolist() == [100, 100, 100]
+    assert demo_layout.segments.failsafe_dim_pct.tolist() == [100, 100, 80]
     # classrooms: zone says [12, 24], profile point says [10, 26] -> [12, 24]
-    assert demo_layout.zone_min_c.tolist() == [12, 12]
-    assert demo_layout.zone_max_c.tolist() == [24, 22]
-    assert demo_layout.channel_wrap.tolist() == [2.0**32] * 4
+    assert demo_layout.zones.min_c.tolist() == [12, 12]
+    assert demo_layout.zones.max_c.tolist() == [24, 22]
+    assert demo_layout.channels.wrap.tolist() == [2.0**32] * 4
 
 
 @pytest.mark.parametrize(

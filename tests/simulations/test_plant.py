@@ -65,7 +65,7 @@ def test_lamp_fraction_follows_the_led_driver_curve() -> None:
 
 
 def test_segment_power_is_zero_when_off_and_rated_at_full(demo_layout: SiteLayout) -> None:
-    rated = demo_layout.seg_luminaires * demo_layout.seg_rated_power_w
+    rated = demo_layout.segments.luminaires * demo_layout.segments.rated_power_w
     np.testing.assert_array_equal(segment_power_w(demo_layout, np.zeros(3)), 0.0)
     np.testing.assert_allclose(segment_power_w(demo_layout, np.full(3, 100.0)), rated)
     np.testing.assert_allclose(rated, [42 * 90, 30 * 60, 24 * 35])
@@ -75,7 +75,7 @@ def test_segment_power_is_zero_when_off_and_rated_at_full(demo_layout: SiteLayou
 
 def test_energy_integrates_power_exactly(demo_layout: SiteLayout, params: PlantParams) -> None:
     dim = np.array([60.0, 30.0, 0.0])
-    sp = demo_layout.zone_default_c
+    sp = demo_layout.zones.default_c
     s0 = initial_state(demo_layout, T0)
     one = plant_step(
         demo_layout, params, s0, dim, sp, T0 + timedelta(hours=2.5), np.random.default_rng(0)
@@ -97,7 +97,7 @@ def test_zone_warms_towards_setpoint(demo_site: SiteConfig, demo_layout: SiteLay
     sp = np.array([21.0, 18.0])
     # heating starts at full power: 100 W/m² × area
     np.testing.assert_allclose(
-        zone_heating_w(params, cold.zone_temp_c, sp), HEATING_MAX_W_M2 * demo_layout.zone_area_m2
+        zone_heating_w(params, cold.zone_temp_c, sp), HEATING_MAX_W_M2 * demo_layout.zones.area_m2
     )
     # full power warms 12 °C by ~1.7 K/h, then the thermostat settles (C / K ≈ 25 min)
     warm = run(demo_layout, params, cold, np.zeros(3), sp, step_s=600.0, n=72)  # 12 h
@@ -108,7 +108,7 @@ def test_zone_warms_towards_setpoint(demo_site: SiteConfig, demo_layout: SiteLay
     np.testing.assert_allclose(sp - warm.zone_temp_c, droop, atol=0.02)
     assert warm.building_heating_energy_kwh[0] > 0
     kw = building_heating_kw(demo_layout, params, warm)
-    expected_kw = (2.5 * demo_layout.zone_area_m2 * warm.zone_temp_c).sum() / 1e3
+    expected_kw = (2.5 * demo_layout.zones.area_m2 * warm.zone_temp_c).sum() / 1e3
     assert kw[0] == pytest.approx(expected_kw, rel=0.02)
 
 
@@ -177,7 +177,7 @@ def test_counters_are_cumulative_floats_that_never_wrap(
     params = make_params(demo_site, demo_layout, poisson=True)
     offset = 2.0**32 - 100  # the residential lane adds ~150 vehicles in the 3 h
     s0 = initial_state(demo_layout, T0, counter_offset_veh=offset)
-    sp, dim = demo_layout.zone_default_c, np.full(3, 100.0)
+    sp, dim = demo_layout.zones.default_c, np.full(3, 100.0)
     rng = np.random.default_rng(7)
     s = s0
     history = [s.counter_veh]
@@ -198,7 +198,7 @@ def test_poisson_counts_average_to_the_expectation(
     demo_site: SiteConfig, demo_layout: SiteLayout
 ) -> None:
     s0 = initial_state(demo_layout, T0)
-    sp, dim = demo_layout.zone_default_c, np.full(3, 100.0)
+    sp, dim = demo_layout.zones.default_c, np.full(3, 100.0)
     expect = make_params(demo_site, demo_layout, poisson=False)
     drawn = make_params(demo_site, demo_layout, poisson=True)
     e = run(demo_layout, expect, s0, dim, sp, step_s=60.0, n=600)
@@ -211,7 +211,7 @@ def test_poisson_counts_average_to_the_expectation(
 def test_night_traffic_is_far_below_day_traffic(
     demo_layout: SiteLayout, params: PlantParams
 ) -> None:
-    sp, dim = demo_layout.zone_default_c, np.full(3, 100.0)
+    sp, dim = demo_layout.zones.default_c, np.full(3, 100.0)
     night = initial_state(demo_layout, datetime(2025, 1, 15, 2, tzinfo=UTC))  # 03:00 local
     day = initial_state(demo_layout, datetime(2025, 1, 15, 7, tzinfo=UTC))  # 08:00 local
     n1 = run(demo_layout, params, night, dim, sp, step_s=3600.0, n=1).counter_veh
@@ -225,7 +225,7 @@ def test_night_traffic_is_far_below_day_traffic(
 def test_bad_input_raises_and_changes_nothing(demo_layout: SiteLayout, params: PlantParams) -> None:
     s0 = initial_state(demo_layout, T0)
     rng = np.random.default_rng(0)
-    sp, dim = demo_layout.zone_default_c, np.full(3, 100.0)
+    sp, dim = demo_layout.zones.default_c, np.full(3, 100.0)
     with pytest.raises(ValueError, match="before"):
         plant_step(demo_layout, params, s0, dim, sp, T0 - timedelta(seconds=1), rng)
     with pytest.raises(ValueError, match="shape"):
@@ -234,7 +234,7 @@ def test_bad_input_raises_and_changes_nothing(demo_layout: SiteLayout, params: P
         plant_step(demo_layout, params, s0, dim, np.array([np.nan, 1.0]), T0, rng)
     with pytest.raises(ValueError, match="aware"):
         plant_step(demo_layout, params, s0, dim, sp, datetime(2025, 1, 1), rng)
-    assert s0.ts == T0 and np.all(s0.dim_pct == demo_layout.seg_failsafe_dim_pct)
+    assert s0.ts == T0 and np.all(s0.dim_pct == demo_layout.segments.failsafe_dim_pct)
 
 
 def test_initial_state_starts_at_failsafe_and_default(demo_layout: SiteLayout) -> None:
@@ -262,7 +262,7 @@ def test_a_step_across_the_daylight_saving_change_matches_small_steps(
 ) -> None:
     # clocks in Hagen jump from 02:00 to 03:00 local at 2025-03-30 01:00 UTC
     s0 = initial_state(demo_layout, datetime(2025, 3, 29, 22, 0, tzinfo=UTC))
-    sp, dim = demo_layout.zone_default_c, np.full(3, 100.0)
+    sp, dim = demo_layout.zones.default_c, np.full(3, 100.0)
     big = run(demo_layout, params, s0, dim, sp, step_s=6 * 3600.0, n=1)
     small = run(demo_layout, params, s0, dim, sp, step_s=600.0, n=36)
     np.testing.assert_allclose(big.counter_veh, small.counter_veh, rtol=1e-9)

@@ -111,11 +111,11 @@ def test_the_runner_reads_the_points_the_emulator_serves(demo_site: SiteConfig, 
     layout = SiteLayout.from_config(site)
     bindings = _bindings(site, layout)
     for refs, source, quantity in [
-        (layout.channels, "counter", "veh"),
-        (layout.zone_temperature, "zone_temp", "temp_c"),
-        (layout.building_outdoor, "outdoor_temp", "temp_c"),
-        (layout.seg_controller, "dim", "pct"),
-        (layout.zone_setpoint, "setpoint", "temp_c"),
+        (layout.channels.refs, "counter", "veh"),
+        (layout.zones.temperature, "zone_temp", "temp_c"),
+        (layout.buildings.outdoor, "outdoor_temp", "temp_c"),
+        (layout.segments.controller, "dim", "pct"),
+        (layout.zones.setpoint, "setpoint", "temp_c"),
     ]:
         readout = PointReadout.of(site, refs, quantity)
         for i, ref in enumerate(refs):
@@ -134,8 +134,8 @@ def _replay(site: SiteConfig, result: runner_module.SimulationResult, seed: int)
     and compare every step with the runner's plant, exactly."""
     layout = result.layout
     params = make_params(site, layout)
-    dims = PointReadout.of(site, layout.seg_controller, "pct")
-    sps = PointReadout.of(site, layout.zone_setpoint, "temp_c")
+    dims = PointReadout.of(site, layout.segments.controller, "pct")
+    sps = PointReadout.of(site, layout.zones.setpoint, "temp_c")
     state = initial_state(layout, result.start, counter_offset_veh=EMULATOR_COUNTER_OFFSET_VEH)
     rng = np.random.default_rng(seed)
     step = timedelta(seconds=result.step_s)
@@ -234,7 +234,7 @@ def test_a_winter_week_of_the_traffic_policy(winter_week: runner_module.Simulati
     assert set(np.unique(r.setpoint_reason)) == {Reason.OCCUPIED, Reason.SETBACK}
     assert (
         r.setpoint_c[r.zone_occupied]
-        == np.tile(lay.zone_occupied_c, (r.n_steps, 1))[r.zone_occupied]
+        == np.tile(lay.zones.occupied_c, (r.n_steps, 1))[r.zone_occupied]
     ).all()
     assert r.zone_temp_c[hours == 5, 0].mean() < r.zone_temp_c[hours == 12, 0].mean()
     assert r.building_heating_kwh.sum() > 0 and (r.building_heating_kwh >= 0).all()
