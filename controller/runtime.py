@@ -43,16 +43,7 @@ from laterne.drivers.field.base import DeviceClient
 from laterne.drivers.history.sqlite_store import HistoryError
 from laterne.models.layout import SiteLayout
 from laterne.models.site import SiteConfig
-from laterne.models.snapshot import (
-    AggregateRecord,
-    CommandRecord,
-    DeviceStateRecord,
-    DriftRecord,
-    HistoryStatus,
-    LoopStatus,
-    SiteSnapshot,
-)
-from laterne.models.values import Commands, DeviceState, Override, PointReading
+from laterne.models.values import Commands, DeviceState, Override
 
 from .clock import Clock
 from .cycle import ControlPolicy, decide
@@ -109,8 +100,8 @@ class CycleReport:
 
 
 class Runtime:
-    """Runs one site. Also answers :class:`~laterne.controller.readmodel.SiteReadModel` for the
-    API, by passing each query to its :attr:`read_model`.
+    """Runs one site. What the API (and a test) may ask of it is its :attr:`read_model`, a
+    :class:`~laterne.controller.readmodel.SiteReadModel`.
 
     Parameters
     ----------
@@ -173,53 +164,6 @@ class Runtime:
             self._loop.status,
             CycleResult(None, 0, self._state, None, {}, dict(self._devices.states)),
         )
-
-    # --------------------------------------------------------- SiteReadModel (the API side)
-
-    def snapshot(self) -> SiteSnapshot:
-        return self.read_model.snapshot()
-
-    def recent_commands(
-        self, limit: int = 100, device_id: str | None = None
-    ) -> list[CommandRecord]:
-        return self.read_model.recent_commands(limit=limit, device_id=device_id)
-
-    def readings(
-        self,
-        device_id: str,
-        point: str,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = 1000,
-        newest_first: bool = False,
-    ) -> list[PointReading]:
-        return self.read_model.readings(
-            device_id, point, since=since, until=until, limit=limit, newest_first=newest_first
-        )
-
-    def device_state_changes(
-        self, device_id: str | None = None, limit: int = 100
-    ) -> list[DeviceStateRecord]:
-        return self.read_model.device_state_changes(device_id=device_id, limit=limit)
-
-    def aggregates(
-        self,
-        device_id: str,
-        point: str,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int = 10_000,
-    ) -> list[AggregateRecord]:
-        return self.read_model.aggregates(device_id, point, since=since, until=until, limit=limit)
-
-    def history_status(self) -> HistoryStatus:
-        return self.read_model.history_status()
-
-    def drift_events(self, device_id: str | None = None, limit: int = 100) -> list[DriftRecord]:
-        return self.read_model.drift_events(device_id=device_id, limit=limit)
-
-    def loop_status(self) -> LoopStatus:
-        return self.read_model.loop_status()
 
     # ------------------------------------------------------------------------- the state
 

@@ -291,7 +291,7 @@ async def _report(
     end = clock.now() + timedelta(hours=hours) if hours is not None else None
     while not stop.is_set():
         await clock.sleep(900)
-        typer.echo(_status_line(runtime.snapshot(), tz))
+        typer.echo(_status_line(runtime.read_model.snapshot(), tz))
         sys.stdout.flush()
         if end is not None and clock.now() >= end:
             server.should_exit = True

@@ -112,7 +112,7 @@ async def test_a_simulated_night(night) -> None:  # type: ignore[no-untyped-def]
     assert {s.quality.value for s in runtime.device_states.values()} == {"good"}
 
     # the API reports it
-    transport = httpx.ASGITransport(app=create_app(runtime))
+    transport = httpx.ASGITransport(app=create_app(runtime.read_model))
     async with httpx.AsyncClient(transport=transport, base_url="http://laterne") as client:
         snap = (await client.get("/api/site")).json()
         assert snap["cycle"] == len(log)

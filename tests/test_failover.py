@@ -117,7 +117,7 @@ async def test_building_outage_sets_default_setpoints(rig: Rig) -> None:
     assert cmds is not None
     assert cmds.setpoint_c.tolist() == rig.runtime.layout.zones.default_c.tolist()
     assert (cmds.setpoint_reason == Reason.FAILSAFE).all()
-    snap = rig.runtime.snapshot()
+    snap = rig.runtime.read_model.snapshot()
     school = next(d for d in snap.devices if d.id == "school")
     assert school.quality is Quality.OFFLINE
     assert all(p.quality is Quality.OFFLINE for p in school.points)

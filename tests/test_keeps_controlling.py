@@ -130,18 +130,18 @@ async def test_a_dim_level_lost_behind_our_back_is_back_within_one_poll(
     await rig.cycle()
 
     assert await _dim_register(rig, "seg-bahnhofstr") == round(commanded * 10)
-    drifts = rig.runtime.drift_events("seg-bahnhofstr")
+    drifts = rig.runtime.read_model.drift_events("seg-bahnhofstr")
     assert len(drifts) == 1
     assert (drifts[0].commanded, drifts[0].actual, drifts[0].resent) == (commanded, shown, True)
     resent = [c for c in rig.history.recent_commands(device_id="seg-bahnhofstr") if c.ok]
     assert resent[0].source == "resend" and resent[0].value == commanded
     state = rig.runtime.device_states["seg-bahnhofstr"]
     assert "dim_pct: commanded" in state.last_error
-    seg = rig.runtime.snapshot().segments[0]
+    seg = rig.runtime.read_model.snapshot().segments[0]
     assert seg.dim_pct == commanded
     assert seg.actual_dim_pct == shown  # what the poll found, beside what was commanded
     await rig.cycle()
-    seg = rig.runtime.snapshot().segments[0]
+    seg = rig.runtime.read_model.snapshot().segments[0]
     assert seg.actual_dim_pct == seg.dim_pct  # holds it again
     assert rig.runtime.device_states["seg-bahnhofstr"].quality is Quality.GOOD
 
@@ -163,7 +163,7 @@ async def test_a_setpoint_changed_at_the_bms_above_the_zone_max_is_rewritten(rig
         await _notified(rig, "school", before)
         await rig.cycle()
         assert await node.read_value() == commanded
-    drift = rig.runtime.drift_events("school")[0]
+    drift = rig.runtime.read_model.drift_events("school")[0]
     assert (drift.point, drift.actual) == ("classrooms_setpoint_c", 25.0)
     assert drift.commanded == commanded
 
@@ -273,8 +273,8 @@ async def test_an_unexpected_exception_in_one_client_leaves_the_others_controlle
     assert states["school"].quality is Quality.FAULTY
     assert type(exc).__name__ in states["school"].last_error
     assert {q.quality for d, q in states.items() if d != "school"} == {Quality.GOOD}
-    assert rig.runtime.loop_status().cycles == 0  # run_cycle() called directly, not run()
-    assert rig.runtime.snapshot().cycle == 3
+    assert rig.runtime.read_model.loop_status().cycles == 0  # run_cycle() called, not run()
+    assert rig.runtime.read_model.snapshot().cycle == 3
     cmds = rig.runtime.commands
     assert cmds is not None and (cmds.dim_reason == Reason.TRAFFIC).all()
     assert np.array_equal(rig.emu.plant.dim_pct, cmds.dim_pct)  # the segments were commanded
@@ -295,10 +295,10 @@ async def test_a_locked_history_never_stops_control(rig: Rig) -> None:
     try:
         for _ in range(6):  # dusk → night: the school goes to setback, bands move
             await rig.cycle()
-        status = rig.runtime.history_status().queues[0]
+        status = rig.runtime.read_model.history_status().queues[0]
         assert not status.writable and "locked" in status.last_error
         assert status.queued_readings > 0
-        assert rig.runtime.snapshot().cycle == 8
+        assert rig.runtime.read_model.snapshot().cycle == 8
         # a write the devices received is queued, not lost
         await _technician_writes(rig, "seg-lindenweg", 0)
         await rig.cycle()
@@ -312,7 +312,7 @@ async def test_a_locked_history_never_stops_control(rig: Rig) -> None:
     readings = rig.history.readings("counter-north", "lane1_veh", limit=100)
     assert len(readings) == 9  # one per cycle, none lost, in order
     assert [r.ts for r in readings] == sorted(r.ts for r in readings)
-    assert rig.runtime.history_status().queues[0].writable
+    assert rig.runtime.read_model.history_status().queues[0].writable
 
 
 async def test_the_history_queue_is_bounded(rig: Rig) -> None:

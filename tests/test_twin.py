@@ -94,7 +94,7 @@ async def test_the_live_runtime_and_the_runner_decide_alike(
             await runtime.run_cycle()
             cmds, state = runtime.commands, runtime.policy_state
             assert cmds is not None
-            snap = runtime.snapshot()
+            snap = runtime.read_model.snapshot()
             live.append(
                 {
                     "dim": cmds.dim_pct.copy(),

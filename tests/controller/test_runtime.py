@@ -142,7 +142,7 @@ async def test_old_values_are_stale_not_good(setup) -> None:  # type: ignore[no-
     stale_s = runtime.site.device("school").stale_after_s
     devices["school"].lag_s = stale_s + 1
     await cycles(runtime, clock, 1)
-    school = next(d for d in runtime.snapshot().devices if d.id == "school")
+    school = next(d for d in runtime.read_model.snapshot().devices if d.id == "school")
     assert school.quality is Quality.STALE
     assert {p.quality for p in school.points} == {Quality.STALE}
     assert all(p.value is not None for p in school.points)  # the last value is still shown
@@ -213,7 +213,7 @@ async def test_old_raw_readings_are_compacted(demo_site: SiteConfig, tmp_path: P
     aggs = history.aggregates("counter-north", "lane1_veh")
     assert aggs and sum(a.count for a in aggs) + len(raw) == n + 2
     # the API side sees the same buckets, NaN turned into None
-    seen = runtime.aggregates("counter-north", "lane1_veh")
+    seen = runtime.read_model.aggregates("counter-north", "lane1_veh")
     assert [(a.start, a.count) for a in seen] == [(a.start, a.count) for a in aggs]
     history.close()
 
@@ -221,7 +221,7 @@ async def test_old_raw_readings_are_compacted(demo_site: SiteConfig, tmp_path: P
 async def test_history_status_reports_file_and_mirrors(setup) -> None:  # type: ignore[no-untyped-def]
     clock, _devices, _history, mirror, runtime = setup
     await cycles(runtime, clock, 2)
-    status = runtime.history_status()
+    status = runtime.read_model.history_status()
     assert status.sqlite_bytes > 0
     assert status.mirrors[0].pending_lines == len(mirror.readings) > 0
 
@@ -249,27 +249,28 @@ async def _run_until(runtime: Runtime, done: Callable[[], bool]) -> None:
 
 async def test_health_tells_failing_then_stalled_then_ok(setup) -> None:  # type: ignore[no-untyped-def]
     _clock, _devices, _history, _mirror, runtime = setup
-    app = create_app(runtime)
+    app = create_app(runtime.read_model)
+    loop = runtime.read_model.loop_status
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-        await _run_until(runtime, lambda: runtime.loop_status().cycles >= 2)
+        await _run_until(runtime, lambda: loop().cycles >= 2)
         assert (await http.get("/api/health")).json()["status"] == "ok"
 
         real = runtime.policy
         runtime.policy = _BrokenPolicy(real)  # type: ignore[assignment]
-        await _run_until(runtime, lambda: runtime.loop_status().consecutive_failures >= 1)
+        await _run_until(runtime, lambda: loop().consecutive_failures >= 1)
         r = await http.get("/api/health")
         assert (r.status_code, r.json()["status"]) == (200, "failing")
         assert "RuntimeError: bug in the policy" in r.json()["loop"]["last_error"]
 
-        await _run_until(runtime, lambda: runtime.loop_status().consecutive_failures >= 4)
+        await _run_until(runtime, lambda: loop().consecutive_failures >= 4)
         r = await http.get("/api/health")
         assert (r.status_code, r.json()["status"]) == (503, "stalled")
         # the devices were still polled while deciding failed
         assert runtime.device_states["counter-north"].quality is Quality.GOOD
 
         runtime.policy = real
-        await _run_until(runtime, lambda: runtime.loop_status().consecutive_failures == 0)
+        await _run_until(runtime, lambda: loop().consecutive_failures == 0)
         r = await http.get("/api/health")
         assert (r.status_code, r.json()["status"]) == (200, "ok")
 
@@ -366,14 +367,14 @@ async def test_the_runtime_needs_only_a_history_store(demo_site: SiteConfig) -> 
     store = MemoryHistory()
     runtime = Runtime(demo_site, fakes(demo_site), store, clock)
     await cycles(runtime, clock, 3)
-    assert runtime.readings("counter-north", "lane1_veh", newest_first=True)[
+    assert runtime.read_model.readings("counter-north", "lane1_veh", newest_first=True)[
         0
     ].ts == NIGHT + timedelta(seconds=20)
-    assert runtime.recent_commands(device_id="seg-bahnhofstr")[0].value == 30.0
-    assert [s.quality for s in runtime.device_state_changes("school")] == [
+    assert runtime.read_model.recent_commands(device_id="seg-bahnhofstr")[0].value == 30.0
+    assert [s.quality for s in runtime.read_model.device_state_changes("school")] == [
         Quality.GOOD,
         Quality.OFFLINE,
     ]
-    assert runtime.history_status().sqlite_path == "memory"
+    assert runtime.read_model.history_status().sqlite_path == "memory"
     assert store.saved is not None and store.compactions == 1
     await runtime.close()
