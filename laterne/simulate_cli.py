@@ -157,6 +157,12 @@ def _report(
         ("  at fail-safe (no data)", num([k.segment_failsafe_h.sum() for k in figures], ",.1f"))
     )
     rows.append(
+        (
+            "  below the class the traffic needed [steps]",
+            num([k.segment_violation_intervals.sum() for k in figures], ",.0f"),
+        )
+    )
+    rows.append(
         ("occupied and >1 K too cold [zone-h]", num([k.zone_underheated_h.sum() for k in figures]))
     )
     lines = [head, *notes, "", *_table(rows, [k.policy_name for k in figures]), ""]

@@ -219,7 +219,7 @@ class SiteLayout:
             dtype=float,
         ).reshape(s_n, b_max)
         band_dim = np.array(
-            [[b.dim_pct for b in s.bands] + [0.0] * (b_max - len(s.bands)) for s in segs],
+            [s.band_levels_pct() + [0.0] * (b_max - len(s.bands)) for s in segs],
             dtype=float,
         ).reshape(s_n, b_max)
         # device id -> its profile's points, once (cfg.point per reference costs a private

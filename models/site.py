@@ -56,6 +56,7 @@ from pydantic import (
 )
 
 from .hosts import check_host, check_url
+from .lighting import OFF, UnknownLightingClass, delivered_class, dim_pct_for_class, lighting_class
 from .opcua_address import parse_browse_path, parse_node_id
 from .yaml_source import Lines, YamlProblems, read_yaml
 
@@ -726,8 +727,18 @@ class LightingBand(_Model):
     min_flow_veh_h: float = Field(
         ge=0, description="lowest traffic flow of the band; the first band starts at 0 [veh/h]"
     )
-    lighting_class: str = Field(description="lighting class, e.g. EN 13201 `M4` or `P3`")
-    dim_pct: float = Field(ge=0, le=100, description="dim level the class needs [%]")
+    lighting_class: str = Field(
+        description="EN 13201-2 class the band needs (`M1`…`M6`, `C0`…`C5`, `P1`…`P6`), or "
+        "`unlit` where the lighting plan needs no light; one family per segment"
+    )
+    dim_pct: float | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="dim level of the band; when left out, the lowest level that delivers the "
+        "class with the segment's `design_class` (required then); a level that delivers less "
+        "than the class is refused [%]",
+    )
 
 
 class Segment(_Model):
@@ -747,6 +758,12 @@ class Segment(_Model):
     counters: list[PointRef] = Field(default_factory=list, description="vehicle count channels")
     bands: list[LightingBand] = Field(
         min_length=1, description="traffic bands, by strictly increasing `min_flow_veh_h`"
+    )
+    design_class: str | None = Field(
+        default=None,
+        description="EN 13201-2 class the luminaires deliver at 100 % (maintained value, "
+        "maintenance factor included), from the lighting design; with it every band's level "
+        "is checked against its class, and a band may leave out `dim_pct`",
     )
     min_dim_pct: float = Field(
         default=0.0,
@@ -776,6 +793,23 @@ class Segment(_Model):
         if not self.min_dim_pct <= self.failsafe_dim_pct <= self.max_dim_pct:
             raise ValueError("failsafe_dim_pct must lie within [min_dim_pct, max_dim_pct]")
         return self
+
+    def band_levels_pct(self) -> list[float]:
+        """Each band's dim level: as given, or the lowest that delivers its class with the
+        design class (raised to ``min_dim_pct`` unless the band is ``unlit``) — for a site that
+        passed validation."""
+        out: list[float] = []
+        for b in self.bands:
+            if b.dim_pct is not None:
+                out.append(b.dim_pct)
+                continue
+            if self.design_class is None:
+                raise ValueError("a band without dim_pct needs the segment's design_class")
+            need = dim_pct_for_class(
+                lighting_class(b.lighting_class), lighting_class(self.design_class)
+            )
+            out.append(need if need == 0 else max(need, self.min_dim_pct))
+        return out
 
 
 # -------------------------------------------------------------------------------- buildings
@@ -1194,6 +1228,7 @@ def _cross_check(cfg: SiteConfig) -> Iterator[ConfigIssue]:
             channels.add((c.device, c.point))
             yield from ref(("segments", i, "counters", j), c, want="counter")
         yield from _check_band_levels(i, s)
+        yield from _check_band_classes(i, s)
     bld_ids: set[str] = set()
     zone_ids: set[str] = set()
     for i, b in enumerate(cfg.buildings):
@@ -1219,11 +1254,84 @@ def _cross_check(cfg: SiteConfig) -> Iterator[ConfigIssue]:
         yield ConfigIssue((), "a site needs at least one segment or one building")
 
 
+def _check_band_classes(i: int, s: Segment) -> Iterator[ConfigIssue]:
+    """Every class an EN 13201-2 class (or ``unlit``), one family per segment, and every band's
+    level delivering its class with the segment's design class."""
+    families: dict[str, int] = {}
+    known = True
+    for j, b in enumerate(s.bands):
+        try:
+            c = lighting_class(b.lighting_class)
+        except UnknownLightingClass as exc:
+            known = False
+            yield ConfigIssue(("segments", i, "bands", j, "lighting_class"), str(exc))
+            continue
+        if c.family:
+            families.setdefault(c.family, j)
+    if len(families) > 1:
+        first = ", ".join(f"{f} (band {j})" for f, j in families.items())
+        yield ConfigIssue(
+            ("segments", i, "bands"),
+            f"a segment's classes must be of one family (M, C or P); these bands mix {first}",
+        )
+        return
+    design = None
+    if s.design_class is not None:
+        try:
+            design = lighting_class(s.design_class)
+        except UnknownLightingClass as exc:
+            yield ConfigIssue(("segments", i, "design_class"), str(exc))
+            return
+        if design.name == OFF:
+            yield ConfigIssue(("segments", i, "design_class"), "design_class cannot be `unlit`")
+            return
+        family = next(iter(families), design.family)
+        if design.family != family:
+            yield ConfigIssue(
+                ("segments", i, "design_class"),
+                f"design_class {design.name} is not of the bands' family {family}",
+            )
+            return
+    if not known:
+        return
+    for j, b in enumerate(s.bands):
+        c = lighting_class(b.lighting_class)
+        if design is None:
+            if b.dim_pct is None:
+                yield ConfigIssue(
+                    ("segments", i, "bands", j, "dim_pct"),
+                    "dim_pct is required unless the segment gives its design_class",
+                )
+            continue
+        need = dim_pct_for_class(c, design)
+        if need == 0 and b.dim_pct is None and s.min_dim_pct > 0:
+            yield ConfigIssue(
+                ("segments", i, "bands", j, "lighting_class"),
+                f"`unlit` switches the segment off, which min_dim_pct {s.min_dim_pct:g} forbids "
+                "(set min_dim_pct: 0 to allow it)",
+            )
+        elif need > s.max_dim_pct:
+            yield ConfigIssue(
+                ("segments", i, "bands", j, "lighting_class"),
+                f"{c.name} needs {need:g} % of design class {design.name}, above max_dim_pct "
+                f"{s.max_dim_pct:g}: the segment cannot deliver it",
+            )
+        elif b.dim_pct is not None and b.dim_pct < need:
+            got = delivered_class(b.dim_pct, design)
+            yield ConfigIssue(
+                ("segments", i, "bands", j, "dim_pct"),
+                f"dim_pct {b.dim_pct:g} delivers {got.name} with design class {design.name}, "
+                f"less than the band's {c.name}, which needs at least {need:g} %",
+            )
+
+
 def _check_band_levels(i: int, s: Segment) -> Iterator[ConfigIssue]:
     """A band's level must lie within the segment's bounds, or safety would silently change it."""
     lo, hi = s.min_dim_pct, s.max_dim_pct
     for j, b in enumerate(s.bands):
         path: tuple[str | int, ...] = ("segments", i, "bands", j, "dim_pct")
+        if b.dim_pct is None:
+            continue
         if b.dim_pct == 0:
             if lo > 0:
                 yield ConfigIssue(

@@ -16,10 +16,12 @@ from laterne.models.site import SiteConfig, validate_site
 
 __all__ = ["district_data", "generate_district"]
 
-_ROADS: tuple[tuple[str, float, list[dict[str, Any]]], ...] = (
+#: per road type: luminaire power [W], the EN 13201 class the luminaires deliver at 100 %, bands
+_ROADS: tuple[tuple[str, float, str, list[dict[str, Any]]], ...] = (
     (
         "main",
         90.0,
+        "M1",
         [
             {"min_flow_veh_h": 0, "lighting_class": "M5", "dim_pct": 30},
             {"min_flow_veh_h": 150, "lighting_class": "M4", "dim_pct": 50},
@@ -30,6 +32,7 @@ _ROADS: tuple[tuple[str, float, list[dict[str, Any]]], ...] = (
     (
         "collector",
         60.0,
+        "M1",
         [
             {"min_flow_veh_h": 0, "lighting_class": "M5", "dim_pct": 30},
             {"min_flow_veh_h": 100, "lighting_class": "M4", "dim_pct": 60},
@@ -39,6 +42,7 @@ _ROADS: tuple[tuple[str, float, list[dict[str, Any]]], ...] = (
     (
         "residential",
         35.0,
+        "P1",
         [
             {"min_flow_veh_h": 0, "lighting_class": "P5", "dim_pct": 20},
             {"min_flow_veh_h": 60, "lighting_class": "P4", "dim_pct": 40},
@@ -198,7 +202,7 @@ def district_data(
     base, extra = divmod(luminaires_total, n_segments)
     segments = []
     for i, dev in enumerate(controllers):
-        road, power_w, bands = _ROADS[int(rng.integers(len(_ROADS)))]
+        road, power_w, design, bands = _ROADS[int(rng.integers(len(_ROADS)))]
         c = counters[i % n_counters]
         segments.append(
             {
@@ -211,6 +215,7 @@ def district_data(
                 "energy": f"{dev}.energy_wh",
                 "counters": [f"{c}.lane1_veh", f"{c}.lane2_veh"],
                 "min_dim_pct": 10,
+                "design_class": design,
                 "bands": bands,
             }
         )

@@ -12,7 +12,9 @@ Service figures, so that a saving is not bought unseen:
 * ``segment_dimmed_h`` — hours lit *below* its fail-safe level (what dimming by traffic buys);
 * ``segment_failsafe_h`` — hours at the fail-safe level because data were missing;
 * ``zone_underheated_h`` — occupied hours with the zone more than
-  :data:`COMFORT_TOLERANCE_K` below its occupied setpoint.
+  :data:`COMFORT_TOLERANCE_K` below its occupied setpoint;
+* ``segment_lit_intervals`` and ``segment_violation_intervals`` — steps lit, and dark steps lit
+  below the lighting class the step's counted traffic needed (``controller.compliance``).
 
 :func:`savings` compares two runs of the same site and span: absolute figures are
 ``baseline − policy`` (positive: the policy uses less), percentages are of the baseline's and
@@ -26,8 +28,9 @@ from typing import Any, Final
 
 import numpy as np
 
+from laterne.controller.compliance import compliance
 from laterne.models.site import Tariff
-from laterne.models.values import FloatArray, Reason
+from laterne.models.values import FloatArray, IntArray, Reason
 
 from .runner import SimulationResult
 
@@ -61,6 +64,8 @@ class Kpis:
     segment_failsafe_h: FloatArray  # (S,)
     segment_mean_lit_dim_pct: FloatArray  # (S,) NaN: never lit
     zone_underheated_h: FloatArray  # (Z,)
+    segment_lit_intervals: IntArray  # (S,) steps with the lamps on
+    segment_violation_intervals: IntArray  # (S,) dark steps lit below the class the traffic needed
 
     @property
     def lighting_kwh(self) -> float:
@@ -110,6 +115,8 @@ class Kpis:
             "energy_kwh": self.energy_kwh,
             "cost_eur": self.cost_eur,
             "co2_kg": self.co2_kg,
+            "lit_intervals": int(self.segment_lit_intervals.sum()),
+            "violation_intervals": int(self.segment_violation_intervals.sum()),
             "segments": {
                 sid: {
                     "energy_kwh": float(self.segment_energy_kwh[i]),
@@ -118,6 +125,8 @@ class Kpis:
                     "dimmed_h": float(self.segment_dimmed_h[i]),
                     "failsafe_h": float(self.segment_failsafe_h[i]),
                     "mean_lit_dim_pct": _num(self.segment_mean_lit_dim_pct[i]),
+                    "lit_intervals": int(self.segment_lit_intervals[i]),
+                    "violation_intervals": int(self.segment_violation_intervals[i]),
                 }
                 for i, sid in enumerate(self.segment_ids)
             },
@@ -201,6 +210,8 @@ def kpis(result: SimulationResult[Any], tariff: Tariff | None = None) -> Kpis:
     with np.errstate(divide="ignore", invalid="ignore"):
         mean_lit = np.where(lit_steps > 0, np.where(lit, dim, 0.0).sum(axis=0) / lit_steps, np.nan)
     cold = result.zone_occupied & (result.zone_temp_c < lay.zones.occupied_c - COMFORT_TOLERANCE_K)
+    dark = (result.sun_elevation_deg <= result.params.daylight_elevation_deg)[:, None]
+    judged = compliance(lay, result.segment_flow_veh_h, dim, dark)
     return Kpis(
         policy_name=result.policy_name,
         hours=result.hours,
@@ -216,6 +227,8 @@ def kpis(result: SimulationResult[Any], tariff: Tariff | None = None) -> Kpis:
         segment_failsafe_h=np.count_nonzero(failsafe, axis=0) * step_h,
         segment_mean_lit_dim_pct=mean_lit,
         zone_underheated_h=np.count_nonzero(cold, axis=0) * step_h,
+        segment_lit_intervals=lit_steps.astype(np.int64),
+        segment_violation_intervals=np.count_nonzero(judged.violation, axis=0).astype(np.int64),
     )
 
 

@@ -48,7 +48,7 @@ import numpy as np
 import numpy.typing as npt
 
 from laterne.controller.cycle import ControlPolicy, decide
-from laterne.controller.policy import Policy
+from laterne.controller.policy import Policy, sum_to_segments
 from laterne.controller.sun import sun_elevation_series
 from laterne.models.layout import SiteLayout, day_type_of
 from laterne.models.site import PolicyParams, SiteConfig, Tariff
@@ -105,6 +105,8 @@ class SimulationResult(Generic[S]):
     zone_temp_c : (K, Z) the plant's zone temperatures at each decision [°C]
     zone_occupied : (K, Z) occupied by its schedule at each decision
     segment_power_w : (K, S) electrical power over each step, at the level the controller held
+    segment_flow_veh_h : (K, S) the traffic the segment's counters counted over each step
+        [veh/h]: what the step's lighting class is judged against (``controller.compliance``)
     building_heating_kwh : (K, N) heating energy of each step
     final_plant : the plant at the end
     final_state : the policy's state after the last decision
@@ -126,6 +128,7 @@ class SimulationResult(Generic[S]):
     zone_temp_c: FloatArray
     zone_occupied: BoolArray
     segment_power_w: FloatArray
+    segment_flow_veh_h: FloatArray
     building_heating_kwh: FloatArray
     final_plant: PlantState
     final_state: S
@@ -211,6 +214,7 @@ class _Chunk:
     t_out_sub_c: FloatArray  # (n, n_sub) at each sub-step's midpoint
     occupied: BoolArray  # (n, Z)
     counter_end_veh: FloatArray  # (C,) the plant's cumulative count at t_{k0 + n}
+    segment_flow_veh_h: FloatArray  # (n, S) the vehicles counted over each step, per hour
 
 
 def _local_offsets_us(layout: SiteLayout, t64: npt.NDArray[np.datetime64]) -> npt.NDArray[np.int64]:
@@ -283,6 +287,7 @@ def _chunks(
             t_out_sub_c=outdoor_temp_c_array(plant.weather, mids),
             occupied=np.ascontiguousarray(occupied),
             counter_end_veh=counter,
+            segment_flow_veh_h=sum_to_segments(layout, vehicles * (_S_PER_H / dt_s)),
         )
 
 
@@ -382,6 +387,7 @@ def run(
     temp_rec = np.empty((n_steps, z_n))
     occ_rec = np.empty((n_steps, z_n), dtype=bool)
     power_rec = np.empty((n_steps, s_n))
+    flow_rec = np.empty((n_steps, s_n))
     heat_rec = np.empty((n_steps, n_bld))
     outdoor_rec = np.empty(n_steps)
 
@@ -412,6 +418,7 @@ def run(
         counter_end = chunk.counter_end_veh
         outdoor_rec[chunk.k0 : chunk.k0 + len(chunk.outdoor_temp_c)] = chunk.outdoor_temp_c
         occ_rec[chunk.k0 : chunk.k0 + len(chunk.outdoor_temp_c)] = chunk.occupied
+        flow_rec[chunk.k0 : chunk.k0 + len(chunk.outdoor_temp_c)] = chunk.segment_flow_veh_h
         for j in range(len(chunk.outdoor_temp_c)):
             k = chunk.k0 + j
             now = start + k * step
@@ -484,6 +491,7 @@ def run(
         zone_temp_c=temp_rec,
         zone_occupied=occ_rec,
         segment_power_w=power_rec,
+        segment_flow_veh_h=flow_rec,
         building_heating_kwh=heat_rec,
         final_plant=final,
         final_state=state,

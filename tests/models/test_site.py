@@ -141,7 +141,52 @@ def test_layout_bounds_intersect_site_and_profile(demo_layout: SiteLayout) -> No
             "counter counter-east.lane2_veh is listed twice",
             "counter-east.lane2_veh]",
         ),
-        # band levels outside the segment's bounds would be changed silently by safety
+        # EN 13201-2 classes: known, one family, and each band's level delivering its class
+        (
+            "lighting_class: P4, dim_pct: 40}",
+            "lighting_class: P7, dim_pct: 40}",
+            "segments.2.bands.1.lighting_class",
+            "unknown lighting class 'P7': EN 13201-2 has M1, M2",
+            "lighting_class: P7",
+        ),
+        (
+            "lighting_class: P4, dim_pct: 40}",
+            "lighting_class: M4, dim_pct: 40}",
+            "segments.2.bands",
+            "a segment's classes must be of one family (M, C or P); these bands mix P (band 0), "
+            "M (band 1)",
+            "bands:   # EN 13201 P classes",
+        ),
+        (
+            "design_class: P1",
+            "design_class: C2",
+            "segments.2.design_class",
+            "design_class C2 is not of the bands' family P",
+            "design_class: C2",
+        ),
+        (
+            "lighting_class: P4, dim_pct: 40}",
+            "lighting_class: P4, dim_pct: 30}",
+            "segments.2.bands.1.dim_pct",
+            "dim_pct 30 delivers P5 with design class P1, less than the band's P4, which needs "
+            "at least 33.4 %",
+            "lighting_class: P4, dim_pct: 30}",
+        ),
+        (
+            "    design_class: P1\n    bands:   # EN 13201 P classes for a residential street\n"
+            "      - {min_flow_veh_h: 0,  lighting_class: P5, dim_pct: 20}",
+            "    bands:\n      - {min_flow_veh_h: 0,  lighting_class: P5}",
+            "segments.2.bands.0.dim_pct",
+            "dim_pct is required unless the segment gives its design_class",
+            "lighting_class: P5}",
+        ),
+        (
+            "lighting_class: P5, dim_pct: 20}",
+            "lighting_class: unlit}",
+            "segments.2.bands.0.lighting_class",
+            "`unlit` switches the segment off, which min_dim_pct 10 forbids",
+            "lighting_class: unlit}",
+        ),
         (
             "lighting_class: P5, dim_pct: 20}",
             "lighting_class: P5, dim_pct: 5}",
@@ -150,18 +195,18 @@ def test_layout_bounds_intersect_site_and_profile(demo_layout: SiteLayout) -> No
             "lighting_class: P5, dim_pct: 5}",
         ),
         (
-            "failsafe_dim_pct: 80\n",
-            "failsafe_dim_pct: 60\n    max_dim_pct: 60\n",
-            "segments.2.bands.2.dim_pct",
-            "dim_pct 70 is above max_dim_pct 60 and would be clamped to 60",
-            "lighting_class: P3, dim_pct: 70}",
-        ),
-        (
             "lighting_class: P5, dim_pct: 20}",
             "lighting_class: P5, dim_pct: 0}",
             "segments.2.bands.0.dim_pct",
             "dim_pct 0 switches the segment off, which min_dim_pct 10 forbids",
             "lighting_class: P5, dim_pct: 0}",
+        ),
+        (
+            "    failsafe_dim_pct: 80\n",
+            "    failsafe_dim_pct: 40\n    max_dim_pct: 40\n",
+            "segments.2.bands.2.dim_pct",
+            "dim_pct 70 is above max_dim_pct 40 and would be clamped to 40",
+            "lighting_class: P3, dim_pct: 70}",
         ),
         # duplicate keys: PyYAML would keep the last one silently
         (
@@ -319,10 +364,24 @@ def test_an_endpoint_that_is_not_a_mapping_says_what_it_needs() -> None:
 
 
 def test_band_of_zero_is_allowed_with_min_dim_zero() -> None:
-    text = TEXT.replace("lighting_class: P5, dim_pct: 20}", "lighting_class: P5, dim_pct: 0}", 1)
+    text = TEXT.replace("lighting_class: P5, dim_pct: 20}", "lighting_class: unlit}", 1)
     text = text.replace("    min_dim_pct: 10\n", "    min_dim_pct: 0\n", 1)
     site = parse_site(text, "x.yaml")
-    assert site.segments[2].bands[0].dim_pct == 0
+    assert site.segments[2].band_levels_pct() == [0.0, 40.0, 70.0]
+
+
+def test_bands_without_levels_get_the_lowest_that_delivers_their_class() -> None:
+    text = TEXT
+    for cls, pct in (("P5", 20), ("P4", 40), ("P3", 70)):
+        text = text.replace(f"lighting_class: {cls}, dim_pct: {pct}}}", f"lighting_class: {cls}}}")
+    text = text.replace("design_class: P1", "design_class: P2")
+    site = parse_site(text, "x.yaml")
+    # P2 delivers 10 lx at 100 %: P5 3 lx -> 30 %, P4 5 lx -> 50 %, P3 7.5 lx -> 75 %
+    assert site.segments[2].band_levels_pct() == [30.0, 50.0, 75.0]
+    assert SiteLayout.from_config(site).segments.band_dim_pct[2, :3].tolist() == [30, 50, 75]
+    # the level rises to min_dim_pct when the class needs less
+    text = text.replace("    min_dim_pct: 10\n", "    min_dim_pct: 35\n", 1)
+    assert parse_site(text, "x.yaml").segments[2].band_levels_pct() == [35.0, 50.0, 75.0]
 
 
 def test_same_counter_in_two_segments_is_fine() -> None:

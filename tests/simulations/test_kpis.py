@@ -126,3 +126,25 @@ def test_a_winter_week_against_both_baselines(demo_site: SiteConfig) -> None:
     # the school is warm enough whenever occupied, with and without setback, within 1 K... or
     # nearly: the morning warm-up after a setback is the price, and it is counted
     assert (kf.zone_underheated_h <= kp.zone_underheated_h).all()
+
+
+def test_violations_are_dark_steps_below_the_class_the_counted_traffic_needed(
+    four_steps: SimulationResult,
+) -> None:
+    # bahnhofstr bands 0/150/400/800 veh/h at 30/50/75/100 %; elberfelder 0/100/300 at 30/60/100;
+    # lindenweg 0/60/200 at 20/40/70. The last step is in daylight: nothing is required then.
+    r = replace(
+        made(four_steps),
+        segment_flow_veh_h=np.array(
+            [[900, 400, 250], [500, 50, 30], [100, 50, 100], [900, 900, 900.0]]
+        ),
+        sun_elevation_deg=np.array([-20, -20, -20, 10.0]),
+    )
+    k = kpis(r)
+    # step 0: 100/100/80 meet M2, M3, P3 → ok; step 1: 50 % < 75 % (M3), 0 < 30 %, 20 ok for P5;
+    # step 2: 30 ok for M5, 0 < 30 %, 80 ≥ 40 ok; step 3: daylight
+    assert k.segment_violation_intervals.tolist() == [1, 2, 0]
+    assert k.segment_lit_intervals.tolist() == [4, 1, 4]
+    d = k.as_dict()
+    assert (d["violation_intervals"], d["lit_intervals"]) == (3, 9)
+    assert d["segments"]["elberfelder"]["violation_intervals"] == 2
