@@ -24,6 +24,7 @@ from laterne.models.snapshot import (
 )
 from laterne.models.values import Commands, DeviceState, PointReading, Quality, Reason
 
+from .compliance import compliance
 from .observe import ReadingKey
 from .policy import PolicyState
 
@@ -98,6 +99,12 @@ def build_snapshot(
             )
         )
 
+    judged = None
+    if cmds is not None:
+        dark = cmds.dim_reason != Reason.DAYLIGHT
+        judged = compliance(layout, state.segment_flow_veh_h, cmds.dim_pct, dark)
+    required = judged.class_names(layout, judged.required_band) if judged else []
+    delivered = judged.class_names(layout, judged.delivered_band) if judged else []
     segments = []
     for i, s in enumerate(site.segments):
         # commands come from the safety filter and are finite; should one not be, the view
@@ -116,6 +123,9 @@ def build_snapshot(
                 rated_power_w=s.rated_power_w,
                 flow_veh_h=flow,
                 lighting_class=layout.segments.band_class[i][band] if flow is not None else "",
+                required_class=required[i] if judged else "",
+                delivered_class=delivered[i] if judged else "",
+                below_required_class=bool(judged.violation[i]) if judged else False,
                 dim_pct=float(dim),
                 reason=reason,
                 actual_dim_pct=_held(latest, s.controller),

@@ -74,7 +74,10 @@ class SegmentView(_View):
     luminaires: int
     rated_power_w: float
     flow_veh_h: float | None  # None: no counter or no good data
-    lighting_class: str
+    lighting_class: str  # the policy's band (with hysteresis and hold)
+    required_class: str  # what the measured flow alone needs now; "": nothing (unknown, day)
+    delivered_class: str  # what the commanded level delivers (of the segment's bands)
+    below_required_class: bool  # lit below what the traffic needs: a compliance violation
     dim_pct: float  # last commanded
     reason: str
     actual_dim_pct: float | None  # what the controller reports it holds; None: not read

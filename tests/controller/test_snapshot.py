@@ -217,6 +217,29 @@ def test_flow_and_lighting_class_come_from_the_policy_state(
     assert [z.occupied for z in snap.buildings[0].zones] == [True, False]
 
 
+def test_required_and_delivered_class_judge_the_command_by_the_measured_flow(
+    demo_site: SiteConfig, demo_layout: SiteLayout, state: PolicyState
+) -> None:
+    # 500 veh/h on bahnhofstr needs M3 (75 %); 30 % on elberfelder with unknown flow; 20 % on
+    # lindenweg at 70 veh/h, which needs P4 (40 %): under-lit, whatever the policy's band says
+    st = replace(state, segment_flow_veh_h=np.array([500.0, math.nan, 70.0]))
+    snap = build_snapshot(
+        demo_site, demo_layout, NOW, 1, st, safe_commands(), {}, devices(demo_site)
+    )
+    got = [(s.required_class, s.delivered_class, s.below_required_class) for s in snap.segments]
+    assert got == [("M3", "M3", False), ("", "M5", False), ("P4", "P5", True)]
+    c = safe_commands()
+    day = Commands(
+        dim_pct=c.dim_pct,
+        dim_reason=np.full(3, Reason.DAYLIGHT, dtype=np.int8),
+        setpoint_c=c.setpoint_c,
+        setpoint_reason=c.setpoint_reason,
+    )
+    snap = build_snapshot(demo_site, demo_layout, NOW, 1, st, day, {}, devices(demo_site))
+    assert [s.required_class for s in snap.segments] == ["", "", ""]  # by day nothing is needed
+    assert not any(s.below_required_class for s in snap.segments)
+
+
 def test_a_segment_is_online_unless_its_controller_is_offline(
     demo_site: SiteConfig, demo_layout: SiteLayout, state: PolicyState
 ) -> None:
