@@ -4,10 +4,14 @@ whether the light was below what was required.
 
 Rule: pure and vectorised over the trailing segment axis (a leading time or scenario axis
 broadcasts); no hysteresis and no forecast here — the requirement is read from the measured flow
-alone, so a policy cannot judge itself by its own smoothing. A band's level delivers its class
-(``models/site.py`` refuses a level that does not, given the segment's ``design_class``), so a
-segment is compliant when its level reaches the level of the band its traffic required. Where
-the flow is unknown (NaN) or no light is required (daylight), nothing is required: band ``-1``.
+alone, so a policy cannot judge itself by its own smoothing. The judgement is by class, not by
+the plan's levels: a segment is compliant when its level reaches the lowest level that delivers
+the class of the band its traffic required (``SegmentArrays.band_need_pct``: the class's
+required value ÷ the ``design_class``'s, or the band's own level for a segment without a
+design class); a band's own level always does (``models/site.py`` refuses one that does not),
+so a policy may light below the plan's level (a curfew) and still comply. The delivered band is
+the highest whose class the level delivers. Where the flow is unknown (NaN) or no light is
+required (daylight), nothing is required: band ``-1``.
 """
 
 from __future__ import annotations
@@ -55,12 +59,12 @@ def compliance(
     required = (seg.band_min_flow_veh_h <= q[..., None]).sum(axis=-1) - 1
     required = np.where(known, required, -1).astype(np.intp)
     need_pct = np.take_along_axis(
-        np.broadcast_to(seg.band_dim_pct, (*q.shape, seg.band_dim_pct.shape[-1])),
+        np.broadcast_to(seg.band_need_pct, (*q.shape, seg.band_need_pct.shape[-1])),
         np.maximum(required, 0)[..., None],
         axis=-1,
     )[..., 0]
-    reaches = real & (seg.band_dim_pct <= dim_pct[..., None] + LEVEL_TOLERANCE_PCT)
-    b = seg.band_dim_pct.shape[-1]
+    reaches = real & (seg.band_need_pct <= dim_pct[..., None] + LEVEL_TOLERANCE_PCT)
+    b = seg.band_need_pct.shape[-1]
     delivered = np.where(reaches.any(axis=-1), b - 1 - np.argmax(reaches[..., ::-1], axis=-1), -1)
     violation = known & ~(dim_pct + LEVEL_TOLERANCE_PCT >= need_pct)
     return Compliance(

@@ -42,13 +42,15 @@ A step never mutates its inputs; a step that raises leaves the caller's state as
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
-from laterne.models.layout import SiteLayout, occupied_now
+from laterne.models.layout import SiteLayout, day_type_of, occupied_now
 from laterne.models.site import PolicyParams
 from laterne.models.values import (
     BoolArray,
@@ -69,6 +71,10 @@ __all__ = [
     "PolicyState",
     "daylight_off",
     "estimate_flow",
+    "expected_demand",
+    "learn_profile",
+    "profile_demand",
+    "profile_slot",
     "scheduled_heating",
     "select_band",
     "sum_to_segments",
@@ -95,6 +101,17 @@ class PolicyState:
     band_since_s: FloatArray  # when the segment entered its band [s since epoch], NaN: none
     zone_occupied: BoolArray
     sun_elevation_deg: float = float("nan")
+    #: smoothed rate of change of the channel's flow estimate [veh/h per s]; 0 without one
+    flow_trend_veh_h_s: FloatArray | None = None
+    #: per segment, the flow the band was chosen from (estimate, trend and margin) [veh/h]
+    segment_demand_veh_h: FloatArray | None = None
+    #: per channel, day class (weekday, Saturday, Sunday or holiday) and slot of the day, the
+    #: flow counted in that slot on earlier days, exponentially averaged [veh/h]; NaN: not seen
+    profile_veh_h: FloatArray | None = None
+    #: the slot being counted (``floor(t / compliance_interval_s)``), NaN before the first
+    slot_id: float = float("nan")
+    slot_veh: FloatArray | None = None  # per channel, vehicles counted in that slot so far
+    slot_covered_s: FloatArray | None = None  # per channel, time those counts cover [s]
 
 
 @dataclass(frozen=True)
@@ -118,9 +135,33 @@ class FlowEstimate:
     flow_veh_h: FloatArray
     flow_s: FloatArray
     flow_span_s: FloatArray
+    flow_trend_veh_h_s: FloatArray
+    counted_veh: FloatArray  # per channel, the vehicles of this cycle's good rate (else 0)
+    counted_s: FloatArray  # per channel, the time they cover [s] (0 without a good rate)
     segment_flow_veh_h: FloatArray  # NaN where unknown or stale
+    segment_trend_veh_h_s: FloatArray  # 0 where unknown
     segment_known: BoolArray
     segment_cold: BoolArray  # a channel of the segment covers less than the flow window
+
+
+#: the profile's day classes: weekday, Saturday, Sunday or holiday (any special day)
+PROFILE_DAY_CLASSES: Final = 3
+_S_PER_DAY: Final = 86_400.0
+
+
+def profile_slots(params: PolicyParams) -> int:
+    """Slots per day of the traffic profile: one per ``compliance_interval_s``."""
+    return max(1, math.ceil(_S_PER_DAY / params.compliance_interval_s))
+
+
+def profile_slot(layout: SiteLayout, params: PolicyParams, t_s: float) -> tuple[int, int]:
+    """(day class, slot of the local day) of the time ``t_s`` [s since epoch]."""
+    local = datetime.fromtimestamp(t_s, layout.timezone)
+    day = day_type_of(layout, local.date())
+    day_class = 0 if day < 5 else (1 if day == 5 else 2)
+    into_day_s = local.hour * 3600 + local.minute * 60 + local.second + local.microsecond / 1e6
+    slot = int(into_day_s // params.compliance_interval_s)
+    return day_class, min(slot, profile_slots(params) - 1)
 
 
 def sum_to_segments(layout: SiteLayout, per_channel: FloatArray) -> FloatArray:
@@ -174,9 +215,20 @@ def estimate_flow(
     flow = np.where(rate_ok, smoothed, prev)
     flow_s = np.where(rate_ok, t_s, state.flow_s)
     flow_span = np.where(rate_ok, span + dt_pos, span)
+    # the trend: an exponential average (same time constant) of the estimate's rate of change
+    trend_prev = state.flow_trend_veh_h_s
+    if trend_prev is None:
+        trend_prev = np.zeros_like(flow)
+    trend_prev = np.where(expired | ~np.isfinite(trend_prev), 0.0, trend_prev)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slope = (smoothed - prev) / dt_pos
+        beta = 1.0 - np.exp(-dt_pos / params.flow_window_s)
+    slope_ok = rate_ok & np.isfinite(prev) & (dt_pos > 0) & np.isfinite(slope)
+    trend = np.where(slope_ok, trend_prev + beta * (slope - trend_prev), trend_prev)
 
     fresh = np.isfinite(flow) & (t_s - flow_s <= params.stale_after_s)
     seg_flow = sum_to_segments(layout, np.where(fresh, flow, 0.0))
+    seg_trend = sum_to_segments(layout, np.where(fresh, trend, 0.0))
     missing = sum_to_segments(layout, (~fresh).astype(float))
     cold = sum_to_segments(layout, (flow_span < params.flow_window_s).astype(float))
     known = layout.segments.has_counter & (missing == 0)
@@ -186,10 +238,101 @@ def estimate_flow(
         flow_veh_h=flow,
         flow_s=flow_s,
         flow_span_s=flow_span,
+        flow_trend_veh_h_s=trend,
+        counted_veh=np.where(rate_ok, rate * dt_pos / 3600.0, 0.0),
+        counted_s=np.where(rate_ok, dt_pos, 0.0),
         segment_flow_veh_h=np.where(known, seg_flow, np.nan).astype(float),
+        segment_trend_veh_h_s=np.where(known, seg_trend, 0.0),
         segment_known=known,
         segment_cold=cold > 0,
     )
+
+
+def learn_profile(
+    layout: SiteLayout, params: PolicyParams, state: PolicyState, flow: FlowEstimate, t_s: float
+) -> tuple[FloatArray, float, FloatArray, FloatArray]:
+    """Count each channel's vehicles per slot of ``compliance_interval_s``; when a slot ends
+    (and its counts cover half of it or more), average its flow into the channel's profile for
+    that day class and slot with weight ``flow_profile_weight``.
+
+    Returns (profile (…, C, 3, slots), slot id, vehicles and covered time of the open slot).
+    """
+    shape = (*flow.counted_veh.shape, PROFILE_DAY_CLASSES, profile_slots(params))
+    profile = state.profile_veh_h
+    if profile is None or profile.shape != shape:
+        profile = np.full(shape, np.nan)
+    slot_veh = state.slot_veh if state.slot_veh is not None else np.zeros_like(flow.counted_veh)
+    slot_s = (
+        state.slot_covered_s
+        if state.slot_covered_s is not None
+        else np.zeros_like(flow.counted_veh)
+    )
+    slot_veh = slot_veh + flow.counted_veh
+    slot_s = slot_s + flow.counted_s
+    sid = math.floor(t_s / params.compliance_interval_s)
+    if not np.isfinite(state.slot_id):
+        return profile, float(sid), np.zeros_like(slot_veh), np.zeros_like(slot_s)
+    if sid == state.slot_id:
+        return profile, state.slot_id, slot_veh, slot_s
+    day_class, slot = profile_slot(layout, params, state.slot_id * params.compliance_interval_s)
+    enough = slot_s >= 0.5 * params.compliance_interval_s
+    w = params.flow_profile_weight
+    if w > 0 and enough.any():
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rate = slot_veh / slot_s * 3600.0
+        old = profile[..., day_class, slot]
+        new = np.where(np.isfinite(old), old + w * (rate - old), rate)
+        profile = profile.copy()
+        profile[..., day_class, slot] = np.where(enough, new, old)
+    return profile, float(sid), np.zeros_like(slot_veh), np.zeros_like(slot_s)
+
+
+def profile_demand(
+    layout: SiteLayout, params: PolicyParams, profile: FloatArray, t_s: float
+) -> FloatArray:
+    """Per segment the flow its channels' profiles expect over the coming interval (the larger
+    of the slots at its start and its end) [veh/h]; NaN where a channel has not seen them."""
+    if params.flow_profile_weight == 0:
+        return np.full((*profile.shape[:-3], layout.n_segments), np.nan)
+    c0, k0 = profile_slot(layout, params, t_s)
+    c1, k1 = profile_slot(layout, params, t_s + params.compliance_interval_s - 1.0)
+    per_channel = np.fmax(profile[..., c0, k0], profile[..., c1, k1])
+    seen = np.isfinite(per_channel)
+    total = sum_to_segments(layout, np.where(seen, per_channel, 0.0))
+    unseen = sum_to_segments(layout, (~seen).astype(float))
+    return np.where(layout.segments.has_counter & (unseen == 0), total, np.nan)
+
+
+def _with_margin(params: PolicyParams, flow_veh_h: FloatArray) -> FloatArray:
+    """``flow_veh_h`` plus ``flow_margin_z`` standard deviations of the Poisson counting noise
+    over one ``compliance_interval_s`` (a count's rate has sd sqrt(rate / interval [h]))."""
+    if params.flow_margin_z == 0:
+        return flow_veh_h
+    noise_sd = np.sqrt(np.maximum(flow_veh_h, 1.0) * 3600.0 / params.compliance_interval_s)
+    return flow_veh_h + params.flow_margin_z * noise_sd
+
+
+def expected_demand(
+    params: PolicyParams,
+    flow: FlowEstimate,
+    forecast_veh_h: FloatArray | None = None,
+    profile_veh_h: FloatArray | None = None,
+) -> FloatArray:
+    """The flow per segment the band is chosen from [veh/h], never below the estimate: the
+    largest of the estimate extrapolated along a rising trend over ``flow_trend_horizon_s``,
+    the flow the segment's profile expects in the coming interval (each with the counting-noise
+    margin of :func:`_with_margin`), and the forecast where one is given. 0 where the flow is
+    unknown."""
+    known = flow.segment_known
+    q = np.where(known, flow.segment_flow_veh_h, 0.0)
+    rising = np.maximum(flow.segment_trend_veh_h_s, 0.0) * params.flow_trend_horizon_s
+    ahead = _with_margin(params, q + rising)
+    if profile_veh_h is not None:
+        seen = np.isfinite(profile_veh_h)
+        ahead = np.where(seen, np.fmax(ahead, _with_margin(params, profile_veh_h)), ahead)
+    if forecast_veh_h is not None:
+        ahead = np.where(np.isfinite(forecast_veh_h), np.fmax(ahead, forecast_veh_h), ahead)
+    return np.where(known, ahead, 0.0)
 
 
 def select_band(
@@ -199,18 +342,20 @@ def select_band(
     band: npt.NDArray[np.intp],
     band_since_s: FloatArray,
     t_s: float,
-    forecast_veh_h: FloatArray | None = None,
+    demand_veh_h: FloatArray | None = None,
 ) -> tuple[npt.NDArray[np.intp], FloatArray, FloatArray]:
     """The lighting band per segment, with hysteresis: (band, band_since_s, dim wish [%]).
 
-    Up a band at once; down only when the flow is ``band_hysteresis_pct`` below the current
-    band's threshold, the band was held ``min_band_hold_s``, and the estimate is warm. The wish is
-    NaN where the flow is unknown (the safety filter's fail-safe).
+    The band follows ``demand_veh_h`` (:func:`expected_demand`; the plain estimate when not
+    given). Up a band at once; down only when the demand is ``band_hysteresis_pct`` below the
+    current band's threshold, the band was held ``min_band_hold_s``, and the estimate is warm.
+    The wish is NaN where the flow is unknown (the safety filter's fail-safe).
     """
     known = flow.segment_known
-    q = np.where(known, flow.segment_flow_veh_h, 0.0)
-    if forecast_veh_h is not None:
-        q = np.where(np.isfinite(forecast_veh_h), np.fmax(q, forecast_veh_h), q)
+    if demand_veh_h is None:
+        q = np.where(known, flow.segment_flow_veh_h, 0.0)
+    else:
+        q = np.where(known, demand_veh_h, 0.0)
     table = layout.segments.band_min_flow_veh_h  # (S, B)
     thresholds = table if q.ndim == 1 else np.broadcast_to(table, (*q.shape, table.shape[-1]))
     candidate = np.maximum((thresholds <= q[..., None]).sum(axis=-1) - 1, 0)
@@ -275,6 +420,13 @@ class Policy:
             flow_veh_h=nan.copy(),
             flow_s=nan.copy(),
             flow_span_s=np.zeros(c),
+            flow_trend_veh_h_s=np.zeros(c),
+            segment_demand_veh_h=np.full(self.layout.n_segments, np.nan),
+            profile_veh_h=np.full(
+                (c, PROFILE_DAY_CLASSES, profile_slots(self.params)), np.nan
+            ),
+            slot_veh=np.zeros(c),
+            slot_covered_s=np.zeros(c),
             band_since_s=np.full(self.layout.n_segments, np.nan),
             segment_flow_veh_h=np.full(self.layout.n_segments, np.nan),
             segment_band=np.zeros(self.layout.n_segments, dtype=np.intp),
@@ -293,14 +445,15 @@ class Policy:
         lay, par = self.layout, self.params
         t_s = now.timestamp()
         flow = estimate_flow(lay, par, state, obs.counter_veh, obs.counter_ok, t_s)
-        band, band_since, wish = select_band(
-            lay,
+        profile, slot_id, slot_veh, slot_s = learn_profile(lay, par, state, flow, t_s)
+        demand = expected_demand(
             par,
             flow,
-            state.segment_band,
-            state.band_since_s,
-            t_s,
             None if forecast is None else forecast.segment_flow_veh_h,
+            profile_demand(lay, par, profile, t_s),
+        )
+        band, band_since, wish = select_band(
+            lay, par, flow, state.segment_band, state.band_since_s, t_s, demand
         )
         sun_deg = obs.sun_elevation_deg
         if not np.isfinite(sun_deg):  # an observation built without the sun: compute it here
@@ -314,6 +467,12 @@ class Policy:
             flow_veh_h=flow.flow_veh_h,
             flow_s=flow.flow_s,
             flow_span_s=flow.flow_span_s,
+            flow_trend_veh_h_s=flow.flow_trend_veh_h_s,
+            segment_demand_veh_h=np.where(flow.segment_known, demand, np.nan),
+            profile_veh_h=profile,
+            slot_id=slot_id,
+            slot_veh=slot_veh,
+            slot_covered_s=slot_s,
             band_since_s=band_since,
             sun_elevation_deg=sun_deg,
             segment_flow_veh_h=flow.segment_flow_veh_h,

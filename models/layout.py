@@ -107,8 +107,11 @@ class SegmentArrays:
     off_allowed: BoolArray  # the controller accepts 0 % (switched off), e.g. by day
     has_counter: BoolArray
     band_min_flow_veh_h: FloatArray  # (S, B), padded with +inf
-    band_dim_pct: FloatArray  # (S, B)
+    band_dim_pct: FloatArray  # (S, B) the level the policy commands in the band
     band_class: tuple[tuple[str, ...], ...]
+    #: (S, B) the lowest level that delivers the band's class (the compliance threshold);
+    #: padding +inf
+    band_need_pct: FloatArray
 
 
 @dataclass(frozen=True, eq=False)
@@ -222,6 +225,10 @@ class SiteLayout:
             [s.band_levels_pct() + [0.0] * (b_max - len(s.bands)) for s in segs],
             dtype=float,
         ).reshape(s_n, b_max)
+        band_need = np.array(
+            [s.band_need_pct() + [np.inf] * (b_max - len(s.bands)) for s in segs],
+            dtype=float,
+        ).reshape(s_n, b_max)
         # device id -> its profile's points, once (cfg.point per reference costs a private
         # attribute lookup on the pydantic model each time)
         points_of = {d.id: cfg.profiles[d.profile].points for d in cfg.devices}
@@ -294,6 +301,7 @@ class SiteLayout:
                 band_min_flow_veh_h=band_flow,
                 band_dim_pct=band_dim,
                 band_class=tuple(tuple(b.lighting_class for b in s.bands) for s in segs),
+                band_need_pct=band_need,
             ),
             channels=ChannelArrays(
                 refs=tuple(channels),

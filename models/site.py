@@ -811,6 +811,15 @@ class Segment(_Model):
             out.append(need if need == 0 else max(need, self.min_dim_pct))
         return out
 
+    def band_need_pct(self) -> list[float]:
+        """Each band's lowest level that still delivers its class: from the class and the
+        ``design_class`` where the segment has one, else the band's own level (the plan's word
+        is all there is) — for a site that passed validation."""
+        if self.design_class is None:
+            return self.band_levels_pct()
+        design = lighting_class(self.design_class)
+        return [dim_pct_for_class(lighting_class(b.lighting_class), design) for b in self.bands]
+
 
 # -------------------------------------------------------------------------------- buildings
 
@@ -981,6 +990,36 @@ class PolicyParams(_Model):
         ge=0,
         description="a segment stays at least this long in a band before "
         "it may drop to a lower one (going up is immediate) [s]",
+    )
+    compliance_interval_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="interval over which the counted traffic is judged against the lighting "
+        "class (the compliance record's interval) [s]",
+    )
+    flow_margin_z: float = Field(
+        default=3.0,
+        ge=0,
+        le=10,
+        description="the band follows the flow estimate plus this many standard deviations of "
+        "the counting noise over one `compliance_interval_s` (Poisson): the traffic of the "
+        "coming interval may be higher than the average says; 0 turns the margin off",
+    )
+    flow_profile_weight: float = Field(
+        default=0.3,
+        ge=0,
+        le=1,
+        description="the policy learns, per counter and 15-minute slot of a weekday, Saturday "
+        "or Sunday/holiday, the flow it counted there on earlier days (an exponential average "
+        "with this weight for the newest day) and lights the coming interval for at least that "
+        "flow, so a daily rise (the morning rush) is lit before it is counted; 0 turns it off",
+    )
+    flow_trend_horizon_s: float = Field(
+        default=900.0,
+        ge=0,
+        description="a rising flow estimate is extrapolated this far ahead along its smoothed "
+        "trend before the band is chosen (a falling one is not: more light is the safe side); "
+        "0 turns it off [s]",
     )
 
 

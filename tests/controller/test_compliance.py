@@ -1,5 +1,7 @@
-"""Compliance: the band the measured traffic required against the band the level delivered,
-on the demo's bands (bahnhofstr M5 30 / M4 50 / M3 75 / M2 100 %, thresholds 0/150/400/800)."""
+"""Compliance: the band the measured traffic required against the band whose class the level
+delivered, on the demo's bands (bahnhofstr M5/M4/M3/M2 from 0/150/400/800 veh/h, planned at
+30/50/75/100 %; with design class M1 the classes need 25/37.5/50/75 %; lindenweg P5/P4/P3 need
+20/33.4/50 % of its P1 design)."""
 
 from __future__ import annotations
 
@@ -21,8 +23,10 @@ NAN = float("nan")
         ([500, 20, 10], [30, 30, 20], [2, 0, 0], [0, 0, 0], [True, False, False]),
         # more light than needed is never a violation
         ([0, 0, 0], [100, 100, 100], [0, 0, 0], [3, 2, 2], [False, False, False]),
-        # one grid step short of a band is under-lit; the register's float round trip is not
-        ([200, 120, 70], [49.9, 59.99, 40], [1, 1, 1], [0, 1, 1], [True, False, False]),
+        # one grid step short of a class is under-lit; the register's float round trip is not
+        ([200, 120, 70], [37.4, 37.49, 33.4], [1, 1, 1], [0, 1, 1], [True, False, False]),
+        # below the plan's level but at the class's: compliant (a curfew may do this)
+        ([500, 120, 70], [50, 37.5, 33.4], [2, 1, 1], [2, 1, 1], [False, False, False]),
         # unknown flow: nothing can be required
         ([NAN, NAN, 300], [0, 0, 70], [-1, -1, 2], [-1, -1, 2], [False, False, False]),
     ],

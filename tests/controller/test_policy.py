@@ -53,6 +53,10 @@ def run(
     return policy.step(s, obs(layout, later, counts1), later)
 
 
+#: the band from the plain flow estimate: no counting-noise margin, trend or learnt profile
+PLAIN = {"flow_margin_z": 0.0, "flow_trend_horizon_s": 0.0, "flow_profile_weight": 0.0}
+
+
 @pytest.fixture
 def policy(demo_site: SiteConfig, demo_layout: SiteLayout) -> Policy:
     return Policy(demo_layout, demo_site.policy)
@@ -256,7 +260,7 @@ def test_band_hysteresis(
     flows: list[float],
     expected: list[float],
 ) -> None:
-    policy = Policy(demo_layout, demo_site.policy.model_copy(update=params))
+    policy = Policy(demo_layout, demo_site.policy.model_copy(update={**PLAIN, **params}))
     assert _flows(policy, demo_layout, flows) == expected
 
 

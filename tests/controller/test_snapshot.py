@@ -220,14 +220,15 @@ def test_flow_and_lighting_class_come_from_the_policy_state(
 def test_required_and_delivered_class_judge_the_command_by_the_measured_flow(
     demo_site: SiteConfig, demo_layout: SiteLayout, state: PolicyState
 ) -> None:
-    # 500 veh/h on bahnhofstr needs M3 (75 %); 30 % on elberfelder with unknown flow; 20 % on
-    # lindenweg at 70 veh/h, which needs P4 (40 %): under-lit, whatever the policy's band says
+    # 500 veh/h on bahnhofstr needs M3 (planned at 75 %, which with design class M1 delivers
+    # M2); 30 % on elberfelder with unknown flow; 20 % on lindenweg at 70 veh/h, which needs P4
+    # (33.4 % of its P1 design): under-lit, whatever the policy's band says
     st = replace(state, segment_flow_veh_h=np.array([500.0, math.nan, 70.0]))
     snap = build_snapshot(
         demo_site, demo_layout, NOW, 1, st, safe_commands(), {}, devices(demo_site)
     )
     got = [(s.required_class, s.delivered_class, s.below_required_class) for s in snap.segments]
-    assert got == [("M3", "M3", False), ("", "M5", False), ("P4", "P5", True)]
+    assert got == [("M3", "M2", False), ("", "M5", False), ("P4", "P5", True)]
     c = safe_commands()
     day = Commands(
         dim_pct=c.dim_pct,

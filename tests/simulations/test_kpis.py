@@ -111,9 +111,15 @@ def test_a_winter_week_against_both_baselines(demo_site: SiteConfig) -> None:
     full = run(demo_site, FullPower(layout, params), start=start, end=end, layout=layout)
     fixed = run(demo_site, FixedSchedule(layout, params), start=start, end=end, layout=layout)
     kp, kf, ks = kpis(policy), kpis(full), kpis(fixed)
-    # the lights: full power > the night-time reduction > traffic-adaptive, on every segment
+    # the lights: full power > the night-time reduction, and > traffic-adaptive, on every segment
     assert (kf.segment_energy_kwh > ks.segment_energy_kwh).all()
-    assert (ks.segment_energy_kwh > kp.segment_energy_kwh).all()
+    assert (kf.segment_energy_kwh > kp.segment_energy_kwh).all()
+    # the fixed reduction dims the main road at night whatever its traffic and under-lights it;
+    # the adaptive policy keeps the main road's class (its margin costs some energy there) and
+    # uses less in total
+    assert ks.segment_violation_intervals[0] > 0 == kp.segment_violation_intervals[0]
+    assert kp.segment_violation_intervals.sum() < ks.segment_violation_intervals.sum()
+    assert kp.segment_energy_kwh.sum() < ks.segment_energy_kwh.sum()
     # all three light the same dark hours
     np.testing.assert_array_equal(kp.segment_lit_h, kf.segment_lit_h)
     assert (kf.segment_dimmed_h == 0).all() and (kp.segment_dimmed_h > 0).all()
@@ -141,10 +147,11 @@ def test_violations_are_dark_steps_below_the_class_the_counted_traffic_needed(
         sun_elevation_deg=np.array([-20, -20, -20, 10.0]),
     )
     k = kpis(r)
-    # step 0: 100/100/80 meet M2, M3, P3 → ok; step 1: 50 % < 75 % (M3), 0 < 30 %, 20 ok for P5;
-    # step 2: 30 ok for M5, 0 < 30 %, 80 ≥ 40 ok; step 3: daylight
-    assert k.segment_violation_intervals.tolist() == [1, 2, 0]
+    # judged by the class each band requires (design M2/M3/P3 at 100 %): step 0: 100/100/80 meet
+    # M2, M3, P3 → ok; step 1: 50 % delivers M3 (needs 50 %), 0 < 25 % (M5), 20 ok for P5;
+    # step 2: 30 ok for M5, 0 < 25 %, 80 ≥ 33.4 % (P4) ok; step 3: daylight
+    assert k.segment_violation_intervals.tolist() == [0, 2, 0]
     assert k.segment_lit_intervals.tolist() == [4, 1, 4]
     d = k.as_dict()
-    assert (d["violation_intervals"], d["lit_intervals"]) == (3, 9)
+    assert (d["violation_intervals"], d["lit_intervals"]) == (2, 9)
     assert d["segments"]["elberfelder"]["violation_intervals"] == 2
