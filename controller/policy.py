@@ -69,6 +69,7 @@ __all__ = [
     "Forecast",
     "Policy",
     "PolicyState",
+    "apply_curfews",
     "daylight_off",
     "estimate_flow",
     "expected_demand",
@@ -76,6 +77,7 @@ __all__ = [
     "profile_demand",
     "profile_slot",
     "scheduled_heating",
+    "segment_dark",
     "select_band",
     "sum_to_segments",
     "sun_elevation_deg",
@@ -383,13 +385,53 @@ def _pick(table: FloatArray, index: npt.NDArray[np.intp]) -> FloatArray:
     return np.take_along_axis(table, index[..., None], axis=-1)[..., 0]
 
 
-def daylight_off(
-    params: PolicyParams, wish: FloatArray, sun_deg: float
-) -> tuple[FloatArray, IntArray]:
-    """Off (0 %) while the sun is above ``daylight_elevation_deg``, else the wish."""
-    if sun_deg > params.daylight_elevation_deg:
-        return np.zeros_like(wish), np.full(wish.shape, Reason.DAYLIGHT, dtype=np.int8)
-    return wish, np.full(wish.shape, Reason.TRAFFIC, dtype=np.int8)
+def apply_curfews(
+    layout: SiteLayout, wish: FloatArray, band: npt.NDArray[np.intp], now: datetime
+) -> tuple[FloatArray, BoolArray]:
+    """The wish capped by the segments' curfews in force at ``now`` (local time), never below
+    the level the chosen band's class needs: (wish, capped). A window past midnight belongs to
+    the weekday it started on."""
+    seg = layout.segments
+    if seg.curfew_cap_pct.shape[-1] == 0:
+        return wish, np.zeros(wish.shape, dtype=bool)
+    local = now.astimezone(layout.timezone)
+    minute, day = local.hour * 60 + local.minute, local.weekday()
+    start, end, days = seg.curfew_start_min, seg.curfew_end_min, seg.curfew_days
+    same_day = (start < end) & (start <= minute) & (minute < end) & days[..., day]
+    evening = (start > end) & (minute >= start) & days[..., day]
+    after_midnight = (start > end) & (minute < end) & days[..., (day - 1) % 7]
+    active = same_day | evening | after_midnight
+    cap = np.where(active, seg.curfew_cap_pct, np.inf).min(axis=-1)
+    need = np.take_along_axis(
+        np.broadcast_to(seg.band_need_pct, (*band.shape, seg.band_need_pct.shape[-1])),
+        band[..., None],
+        axis=-1,
+    )[..., 0]
+    capped_wish = np.where(np.isfinite(wish), np.maximum(np.minimum(wish, cap), need), wish)
+    return capped_wish, capped_wish < wish
+
+
+def segment_dark(
+    layout: SiteLayout, params: PolicyParams, now: datetime, sun_deg: float
+) -> BoolArray:
+    """Per segment: lit by the sun's rule at ``now`` — the sun below ``daylight_elevation_deg``
+    ``on_offset_s`` ago in the evening (``off_offset_s`` ago in the morning, before local solar
+    noon). ``sun_deg`` is the elevation at ``now``; other instants are computed once per
+    distinct offset."""
+    seg, limit = layout.segments, params.daylight_elevation_deg
+    morning = ((now.timestamp() / 3600.0 + layout.longitude_deg / 15.0) % 24.0) < 12.0
+    offset_s = seg.off_offset_s if morning else seg.on_offset_s
+    dark = np.full(layout.n_segments, sun_deg <= limit)
+    for off in np.unique(offset_s[offset_s != 0]):
+        then = datetime.fromtimestamp(now.timestamp() - float(off), now.tzinfo)
+        dark[offset_s == off] = sun_elevation_deg(layout, then) <= limit
+    return dark
+
+
+def daylight_off(wish: FloatArray, dark: BoolArray) -> tuple[FloatArray, IntArray]:
+    """Off (0 %) where the segment is not ``dark`` (:func:`segment_dark`), else the wish."""
+    dim = np.where(dark, wish, 0.0)
+    return dim, np.where(dark, Reason.TRAFFIC, Reason.DAYLIGHT).astype(np.int8)
 
 
 def scheduled_heating(
@@ -458,7 +500,9 @@ class Policy:
         sun_deg = obs.sun_elevation_deg
         if not np.isfinite(sun_deg):  # an observation built without the sun: compute it here
             sun_deg = sun_elevation_deg(lay, now)
-        dim, dim_reason = daylight_off(par, wish, sun_deg)
+        wish, curfewed = apply_curfews(lay, wish, band, now)
+        dim, dim_reason = daylight_off(wish, segment_dark(lay, par, now, sun_deg))
+        dim_reason = np.where(curfewed & (dim_reason == Reason.TRAFFIC), Reason.CURFEW, dim_reason)
         setpoint, sp_reason, occupied = scheduled_heating(lay, now, obs.zone_ok)
         new_state = replace(
             state,

@@ -21,11 +21,13 @@ Applied in this order, per segment and per zone:
    cannot decide (its traffic data is missing or stale; a zone's temperature is not GOOD) with
    NaN; every NaN becomes the group's fail-safe value (``failsafe_dim_pct``,
    ``default_setpoint_c``).
-2. **Ramp limit.** A dim level moves at most ``max_dim_step_pct`` per cycle from the level last
-   *written* to the device (not the last computed one: a write that failed did not move the
-   lamps); where nothing was written yet there is nothing to ramp from. Switching off by day,
-   going to fail-safe and overrides are not limited: fail-safe must be immediate, off is the
-   daylight rule, an override is a person's decision.
+2. **Ramp limit.** A dim level *falls* at most ``max_dim_step_pct`` per cycle from the level
+   last *written* to the device (not the last computed one: a write that failed did not move
+   the lamps); where nothing was written yet there is nothing to ramp from. A rising level is
+   never limited — it is the light the traffic's class needs now (a ramp up would light a rush
+   below its class for the ramp's length) — nor are switching off by day, going to fail-safe
+   and overrides: fail-safe must be immediate, off is the daylight rule, an override is a
+   person's decision.
 3. **Bounds.** A value is clamped to its group's ``[lo, hi]`` (the intersection of the site's
    limits and the point's bounds: ``[min_dim_pct, max_dim_pct]``,
    ``[min_setpoint_c, max_setpoint_c]``); 0 (off) is allowed only where ``off_allowed`` (a
@@ -128,7 +130,7 @@ def _safe_group(
         prev = last.values
         switched_off = group.off_allowed & (values <= 0)
         rampable = ~unknown & ~overridden & ~switched_off & np.isfinite(prev)
-        ramped = np.clip(values, prev - step, prev + step)
+        ramped = np.maximum(values, prev - step)  # down slowly, up at once
         changed = rampable & (ramped != values)
         values = np.where(rampable, ramped, values)
         reasons[changed] = Reason.RAMPED

@@ -8,17 +8,18 @@ site's limits and the device profile's limits, so the safety filter checks one p
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import cached_property
 from types import MappingProxyType
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
 
-from .site import PointRef, PointSpec, SiteConfig
+from .site import PointRef, PointSpec, Segment, SiteConfig
 from .values import BoolArray, FloatArray
 
 __all__ = [
@@ -91,6 +92,26 @@ def occupied_now(layout: SiteLayout, now: datetime) -> BoolArray:
     return occupied
 
 
+def _curfew_arrays(segs: Sequence[Segment]) -> dict[str, npt.NDArray[Any]]:
+    """The segments' curfews as (S, K) arrays, padded with windows on no day."""
+    s_n, k_max = len(segs), max((len(s.curfews) for s in segs), default=0)
+    start = np.zeros((s_n, k_max), dtype=np.intp)
+    end = np.zeros((s_n, k_max), dtype=np.intp)
+    days = np.zeros((s_n, k_max, 7), dtype=bool)
+    cap = np.full((s_n, k_max), np.inf)
+    for i, s in enumerate(segs):
+        for k, (c, cap_pct) in enumerate(zip(s.curfews, s.curfew_caps_pct(), strict=True)):
+            start[i, k], end[i, k], cap[i, k] = c.start_minute, c.end_minute, cap_pct
+            for d in c.days or WEEKDAYS:
+                days[i, k, WEEKDAYS.index(d)] = True
+    return {
+        "curfew_start_min": start,
+        "curfew_end_min": end,
+        "curfew_days": days,
+        "curfew_cap_pct": cap,
+    }
+
+
 @dataclass(frozen=True, eq=False)
 class SegmentArrays:
     """Per street segment (S)."""
@@ -112,6 +133,14 @@ class SegmentArrays:
     #: (S, B) the lowest level that delivers the band's class (the compliance threshold);
     #: padding +inf
     band_need_pct: FloatArray
+    on_offset_s: FloatArray  # switch on this long after dusk (negative: before) [s]
+    off_offset_s: FloatArray  # switch off this long after dawn (negative: before) [s]
+    #: (S, K) curfew windows in local minutes of the day (end < start: past midnight), the
+    #: weekdays each starts on (S, K, 7), and the cap on the level (S, K) [%]; K may be 0
+    curfew_start_min: IdxArray
+    curfew_end_min: IdxArray
+    curfew_days: BoolArray
+    curfew_cap_pct: FloatArray
 
 
 @dataclass(frozen=True, eq=False)
@@ -302,6 +331,9 @@ class SiteLayout:
                 band_dim_pct=band_dim,
                 band_class=tuple(tuple(b.lighting_class for b in s.bands) for s in segs),
                 band_need_pct=band_need,
+                on_offset_s=np.array([s.on_offset_min * 60.0 for s in segs], dtype=float),
+                off_offset_s=np.array([s.off_offset_min * 60.0 for s in segs], dtype=float),
+                **_curfew_arrays(segs),
             ),
             channels=ChannelArrays(
                 refs=tuple(channels),

@@ -741,6 +741,73 @@ class LightingBand(_Model):
     )
 
 
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
+
+
+def _time_not_a_number(v: Any) -> Any:
+    """Refuse a time YAML read as a number: YAML 1.1 reads an unquoted 21:00 as 1260."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        read_as = f" (YAML reads an unquoted {v // 60}:{v % 60:02d} as {v})" if v >= 60 else ""
+        raise ValueError(
+            f'expected HH:MM, got the number {v}{read_as}; write times in quotes, e.g. "21:00"'
+        )
+    return v
+
+
+class Curfew(_Model):
+    """A reduction the lighting plan allows in a local-time window, e.g. insect-friendly light
+    after 01:00 on a residential street: the level is capped at ``max_dim_pct`` or at the level
+    of ``lighting_class`` — never below the level the class the traffic requires needs."""
+
+    start: str = Field(description='local time `"HH:MM"` (quoted), inclusive')
+    end: str = Field(
+        description='local time `"HH:MM"` (quoted), exclusive; before `start`: past midnight'
+    )
+    days: list[Weekday] | None = Field(
+        default=None,
+        min_length=1,
+        description="weekdays the window starts on, `mon` … `sun`; left out: every day",
+    )
+    max_dim_pct: float | None = Field(
+        default=None, ge=0, le=100, description="the cap on the level [%]; or `lighting_class`"
+    )
+    lighting_class: str | None = Field(
+        default=None,
+        description="the cap as an EN 13201-2 class of the segment's family (needs the "
+        "segment's `design_class`); or `max_dim_pct`",
+    )
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _not_a_number(cls, v: Any) -> Any:
+        return _time_not_a_number(v)
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, v: str) -> str:
+        if not _HHMM.match(v) or v == "24:00":
+            raise ValueError(f"expected HH:MM from 00:00 to 23:59, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_cap(self) -> Curfew:
+        if (self.max_dim_pct is None) == (self.lighting_class is None):
+            raise ValueError("a curfew needs exactly one of max_dim_pct and lighting_class")
+        if self.start == self.end:
+            raise ValueError(f"start and end are both {self.start}: an empty window")
+        return self
+
+    @property
+    def start_minute(self) -> int:
+        h, m = self.start.split(":")
+        return int(h) * 60 + int(m)
+
+    @property
+    def end_minute(self) -> int:
+        h, m = self.end.split(":")
+        return int(h) * 60 + int(m)
+
+
 class Segment(_Model):
     """A street segment: luminaires dimmed together by one controller."""
 
@@ -779,6 +846,25 @@ class Segment(_Model):
         ge=0,
         le=100,
         description="dim level on missing or stale traffic data; within [min, max] [%]",
+    )
+    on_offset_min: float = Field(
+        default=0.0,
+        ge=-120,
+        le=120,
+        description="switch on this long after the sun sinks below `daylight_elevation_deg` "
+        "(negative: before) [min]",
+    )
+    off_offset_min: float = Field(
+        default=0.0,
+        ge=-120,
+        le=120,
+        description="switch off this long after the sun rises above `daylight_elevation_deg` "
+        "(negative: before) [min]",
+    )
+    curfews: list[Curfew] = Field(
+        default_factory=list,
+        description="reductions the lighting plan allows by time of night, never below the "
+        "class the traffic requires",
     )
 
     @model_validator(mode="after")
@@ -820,11 +906,25 @@ class Segment(_Model):
         design = lighting_class(self.design_class)
         return [dim_pct_for_class(lighting_class(b.lighting_class), design) for b in self.bands]
 
+    def curfew_caps_pct(self) -> list[float]:
+        """Each curfew's cap on the level: as given, or the level its class needs with the
+        ``design_class`` — for a site that passed validation."""
+        out: list[float] = []
+        for c in self.curfews:
+            if c.max_dim_pct is not None:
+                out.append(c.max_dim_pct)
+            else:
+                assert c.lighting_class is not None and self.design_class is not None
+                out.append(
+                    dim_pct_for_class(
+                        lighting_class(c.lighting_class), lighting_class(self.design_class)
+                    )
+                )
+        return out
+
 
 # -------------------------------------------------------------------------------- buildings
 
-
-_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
 
 
 class OccupancyPeriod(_Model):
@@ -837,13 +937,7 @@ class OccupancyPeriod(_Model):
     @field_validator("start", "end", mode="before")
     @classmethod
     def _not_a_number(cls, v: Any) -> Any:
-        # YAML 1.1 reads an unquoted 21:00 as the sexagesimal integer 1260
-        if isinstance(v, int) and not isinstance(v, bool):
-            read_as = f" (YAML reads an unquoted {v // 60}:{v % 60:02d} as {v})" if v >= 60 else ""
-            raise ValueError(
-                f'expected HH:MM, got the number {v}{read_as}; write times in quotes, e.g. "21:00"'
-            )
-        return v
+        return _time_not_a_number(v)
 
     @field_validator("start", "end")
     @classmethod
@@ -1267,6 +1361,7 @@ def _cross_check(cfg: SiteConfig) -> Iterator[ConfigIssue]:
             channels.add((c.device, c.point))
             yield from ref(("segments", i, "counters", j), c, want="counter")
         yield from _check_band_levels(i, s)
+        yield from _check_curfews(i, s)
         yield from _check_band_classes(i, s)
     bld_ids: set[str] = set()
     zone_ids: set[str] = set()
@@ -1388,6 +1483,43 @@ def _check_band_levels(i: int, s: Segment) -> Iterator[ConfigIssue]:
                 path,
                 f"dim_pct {b.dim_pct:g} is above max_dim_pct {hi:g} and would be clamped to {hi:g}",
             )
+
+
+def _check_curfews(i: int, s: Segment) -> Iterator[ConfigIssue]:
+    """A curfew's cap must be a level the segment may take, or a class of its family that its
+    design class can turn into a level."""
+    known = [lighting_class(b.lighting_class) for b in s.bands if _known(b.lighting_class)]
+    families = {c.family for c in known if c.family}
+    for k, c in enumerate(s.curfews):
+        if c.max_dim_pct is not None:
+            if 0 < c.max_dim_pct < s.min_dim_pct or c.max_dim_pct > s.max_dim_pct:
+                yield ConfigIssue(
+                    ("segments", i, "curfews", k, "max_dim_pct"),
+                    f"max_dim_pct {c.max_dim_pct:g} lies outside the segment's "
+                    f"[{s.min_dim_pct:g}, {s.max_dim_pct:g}] %",
+                )
+            continue
+        path: tuple[str | int, ...] = ("segments", i, "curfews", k, "lighting_class")
+        assert c.lighting_class is not None  # the model allows exactly one of the two
+        try:
+            cls = lighting_class(c.lighting_class)
+        except UnknownLightingClass as exc:
+            yield ConfigIssue(path, str(exc))
+            continue
+        if s.design_class is None:
+            yield ConfigIssue(path, "a curfew by class needs the segment's design_class")
+        elif cls.family and families and cls.family not in families:
+            yield ConfigIssue(
+                path, f"{cls.name} is not of the segment's family {', '.join(sorted(families))}"
+            )
+
+
+def _known(name: str) -> bool:
+    try:
+        lighting_class(name)
+    except UnknownLightingClass:
+        return False
+    return True
 
 
 # ------------------------------------------------------------------------------ parsing

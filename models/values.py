@@ -93,6 +93,7 @@ class Reason(IntEnum):
     RAMPED = 6  # safety filter limited the change per cycle
     OVERRIDE = 7  # manual override in force
     SCHEDULE = 8  # a fixed schedule (a baseline policy), not the traffic
+    CURFEW = 9  # a curfew of the lighting plan capped the traffic's level (never below class)
 
     @property
     def label(self) -> str:

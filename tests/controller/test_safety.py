@@ -84,12 +84,31 @@ def test_setpoint_rules(
     assert out.setpoint_reason.tolist() == [int(r) for r in reasons]
 
 
-def test_ramp_limits_lit_changes_but_not_failsafe_or_off(demo_layout: SiteLayout) -> None:
+TRAFFIC = Reason.TRAFFIC
+
+
+@pytest.mark.parametrize(
+    ("last", "wish", "expected", "reasons"),
+    [
+        # rising is the class the traffic needs now: at once; fail-safe and off: at once
+        ([30, 30, 30], [100, NAN, 0], [100, 100, 0], [TRAFFIC, Reason.FAILSAFE, TRAFFIC]),
+        # falling: at most 10 points per cycle
+        ([100, 60, 80], [30, 55, 50], [90, 55, 70], [Reason.RAMPED, TRAFFIC, Reason.RAMPED]),
+    ],
+)
+def test_the_ramp_slows_falling_levels_only(
+    demo_layout: SiteLayout,
+    last: list[float],
+    wish: list[float],
+    expected: list[float],
+    reasons: list[Reason],
+) -> None:
     params = PolicyParams(max_dim_step_pct=10)
-    last = cmds([30, 30, 30], [21, 18])
-    out = apply_safety(demo_layout, params, cmds([100, NAN, 0], [21, 18]), obs([True, True]), last)
-    assert out.dim_pct.tolist() == [40, 100, 0]
-    assert out.dim_reason.tolist() == [Reason.RAMPED, Reason.FAILSAFE, Reason.TRAFFIC]
+    out = apply_safety(
+        demo_layout, params, cmds(wish, [21, 18]), obs([True, True]), cmds(last, [21, 18])
+    )
+    assert out.dim_pct.tolist() == expected
+    assert out.dim_reason.tolist() == [int(r) for r in reasons]
 
 
 def test_filter_does_not_mutate_its_input(demo_layout: SiteLayout, demo_site: SiteConfig) -> None:

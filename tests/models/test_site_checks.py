@@ -359,3 +359,47 @@ def test_device_lookup_follows_copies(demo_site: SiteConfig) -> None:
     assert demo_site.device("seg-lindenweg").endpoint.port == 15021  # type: ignore[union-attr]
     with pytest.raises(KeyError):
         copy.device("nope")
+
+
+# ----------------------------------------------------------------------------- curfews
+
+CURFEW = '      - {start: "01:00", end: "05:00", lighting_class: P6}'
+
+
+@pytest.mark.parametrize(
+    ("new", "field", "message"),
+    [
+        ('      - {start: "01:00", end: "05:00", lighting_class: M6}', "lighting_class",
+         "M6 is not of the segment's family P"),
+        ('      - {start: "01:00", end: "05:00", lighting_class: P9}', "lighting_class", "P9"),
+        ('      - {start: "01:00", end: "05:00", max_dim_pct: 5}', "max_dim_pct",
+         "outside the segment's [10, 100] %"),
+        ('      - {start: "01:00", end: "05:00"}', "", "exactly one of max_dim_pct and"),
+        ('      - {start: "01:00", end: "05:00", max_dim_pct: 50, lighting_class: P6}', "",
+         "exactly one of max_dim_pct and"),
+        ('      - {start: 1:00, end: "05:00", lighting_class: P6}', "start",
+         "YAML reads an unquoted 1:00 as 60"),
+        ('      - {start: "01:00", end: "01:00", lighting_class: P6}', "", "an empty window"),
+        ('      - {start: "01:00", end: "24:00", lighting_class: P6}', "end", "00:00 to 23:59"),
+    ],
+)  # fmt: skip
+def test_a_bad_curfew_names_file_line_and_field(
+    tmp_path: Path, new: str, field: str, message: str
+) -> None:
+    text, err = refused(tmp_path, CURFEW, new)
+    where = "segments.2.curfews.0" + (f".{field}" if field else "")
+    hits = [i for i in err.issues if i.field == where]
+    assert len(hits) == 1, str(err)
+    assert message in hits[0].message
+    assert hits[0].line == line_of(text, new.strip())
+
+
+def test_a_curfew_by_class_needs_the_design_class(tmp_path: Path) -> None:
+    old = "    design_class: P1\n"
+    assert old in TEXT
+    path = tmp_path / "site.yaml"
+    path.write_text(TEXT.replace(old, "", 1), encoding="utf-8")
+    with pytest.raises(SiteConfigError) as info:
+        load_site(path)
+    hits = [i for i in info.value.issues if i.field == "segments.2.curfews.0.lighting_class"]
+    assert len(hits) == 1 and "needs the segment's design_class" in hits[0].message
