@@ -231,7 +231,11 @@ def evaluate_faults(
     anchor_meas = np.where(settled, measured, state.anchor_measured_w)
 
     old = {(f.segment_id, f.kind): f for f in state.faults}
-    was_stuck = np.array([(sid, FaultKind.STUCK_DIMMING) in old for sid in segs.ids], dtype=bool)
+    index = {sid: i for i, sid in enumerate(segs.ids)}
+    was: dict[FaultKind, BoolArray] = {k: np.zeros(n, dtype=bool) for k in FaultKind}
+    for sid, kind in old:
+        was[kind][index[sid]] = True
+    was_stuck = was[FaultKind.STUCK_DIMMING]
     stuck_now = np.where(change, stuck_misses >= params.stuck_changes, was_stuck)
 
     # lamps out: while settled and not stuck
@@ -248,9 +252,8 @@ def evaluate_faults(
         FaultKind.NO_POWER_READING: missing >= params.confirm_checks,
         FaultKind.STUCK_DIMMING: stuck_now,
     }
-    was_low = np.array([(sid, FaultKind.LAMPS_OUT) in old for sid in segs.ids], dtype=bool)
     want[FaultKind.LAMPS_OUT] = np.where(
-        was_low,
+        was[FaultKind.LAMPS_OUT],
         ~((lamps_good >= params.confirm_checks) | stuck_now),
         lamps_bad >= params.confirm_checks,
     ).astype(bool)
@@ -265,18 +268,29 @@ def evaluate_faults(
     cleared: list[Fault] = []
     interesting = np.zeros(n, dtype=bool)
     for kind in FaultKind:
-        interesting |= want[kind] | seen[kind]
-    for sid, _ in old:
-        interesting[segs.ids.index(sid)] = True
-    for i in np.flatnonzero(interesting):
+        interesting |= want[kind] | seen[kind] | was[kind]
+    rows = np.flatnonzero(interesting)
+    # plain Python values for the few rows the loop touches (numpy scalars are slow one by one)
+    want_at = {k: want[k][rows].tolist() for k in FaultKind}
+    seen_at = {k: seen[k][rows].tolist() for k in FaultKind}
+    cols = zip(
+        rows.tolist(),
+        measured[rows].tolist(),
+        expected[rows].tolist(),
+        n_out[rows].astype(int).tolist(),
+        np.nan_to_num(level[rows]).tolist(),
+        fresh[rows].tolist(),
+        strict=True,
+    )
+    for j, (i, meas_w, exp_w, lamps, lvl, ok) in enumerate(cols):
         sid = segs.ids[i]
         for kind in FaultKind:
             prev = old.get((sid, kind))
-            if not want[kind][i]:
+            if not want_at[kind][j]:
                 if prev is not None:
                     cleared.append(prev)
                 continue
-            if prev is not None and not seen[kind][i]:
+            if prev is not None and not seen_at[kind][j]:
                 faults.append(prev)
                 continue
             fault = Fault(
@@ -284,12 +298,10 @@ def evaluate_faults(
                 kind=kind,
                 since=prev.since if prev is not None else now,
                 last_seen=now,
-                detail=_detail(kind, measured[i], expected[i], int(n_out[i]), float(level[i])),
-                lamps_out=int(n_out[i]) if kind is FaultKind.LAMPS_OUT else None,
-                expected_power_w=float(expected[i])
-                if kind is not FaultKind.NO_POWER_READING
-                else None,
-                measured_power_w=float(measured[i]) if fresh[i] else None,
+                detail=_detail(kind, meas_w, exp_w, lamps, lvl),
+                lamps_out=lamps if kind is FaultKind.LAMPS_OUT else None,
+                expected_power_w=exp_w if kind is not FaultKind.NO_POWER_READING else None,
+                measured_power_w=meas_w if ok else None,
             )
             faults.append(fault)
             if prev is None:
