@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import devices, health, history, hvac, lighting, site
+from . import devices, faults, health, history, hvac, lighting, site
 
 __all__ = ["ROUTERS"]
 
@@ -19,6 +19,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     site.router,
     devices.router,
     lighting.router,
+    faults.router,
     hvac.router,
     history.router,
 )

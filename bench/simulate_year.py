@@ -48,7 +48,7 @@ from laterne.models.site import SiteConfig, load_site
 from laterne.simulations import runner as runner_module
 from laterne.simulations.generate import generate_district
 from laterne.simulations.kpis import kpis
-from laterne.simulations.plant import lamp_fraction, make_params
+from laterne.simulations.plant import make_params, segment_power_w
 from laterne.simulations.runner import params_for_step, run
 from laterne.simulations.weather import utc64
 
@@ -145,7 +145,7 @@ def numpy_floor(
         dim = np.where(sun[ch.k0 : ch.k0 + n, None] > par.daylight_elevation_deg, 0.0, wish)
         dim = np.where(dim > 0, np.clip(dim, segs.min_dim_pct, segs.max_dim_pct), 0.0)
         held = readouts.controllers.held(dim)
-        power_w = layout.segments.luminaires * layout.segments.rated_power_w * lamp_fraction(held)
+        power_w = segment_power_w(layout, held)
         energy_wh = power_w * (step_s / 3600.0)
         sp = np.where(ch.occupied, layout.zones.occupied_c, layout.zones.setback_c)
         sp_held = readouts.setpoints.held(sp)

@@ -24,7 +24,13 @@ from laterne.models.values import BoolArray, FloatArray, Observation, PointReadi
 
 from .sun import sun_elevation_deg
 
-__all__ = ["ReadingKey", "StaleLimits", "build_observation", "usable"]
+__all__ = [
+    "ReadingKey",
+    "StaleLimits",
+    "build_observation",
+    "measured_segment_power_w",
+    "usable",
+]
 
 ReadingKey = tuple[str, str]  # (device_id, point)
 
@@ -88,3 +94,15 @@ def build_observation(
         outdoor_temp_c=outdoor,
         sun_elevation_deg=sun_elevation_deg(layout, now),
     )
+
+
+def measured_segment_power_w(
+    layout: SiteLayout,
+    latest: Mapping[ReadingKey, PointReading],
+    now: datetime,
+    stale_after_s: StaleLimits,
+) -> FloatArray:
+    """Each segment's measured power at ``now`` [W]; NaN where the segment has no power point or
+    its reading is not usable (the same rule as the observation's)."""
+    power, _ok = _gather(layout.segments.power, latest, now, stale_after_s)
+    return power

@@ -34,6 +34,7 @@ from laterne.models.snapshot import (
 )
 from laterne.models.values import Commands, DeviceState, PointReading
 
+from .faults import FaultState
 from .observe import ReadingKey
 from .policy import PolicyState
 from .snapshot import build_snapshot
@@ -108,6 +109,7 @@ class CycleResult:
     commands: Commands | None
     latest: Mapping[ReadingKey, PointReading]
     devices: Mapping[str, DeviceState]
+    faults: FaultState | None = None  # lamp and driver faults, burning hours
 
 
 def _num(x: float) -> float | None:
@@ -162,7 +164,15 @@ class ReadModel:
             return cached[1]
         p = published
         snap = build_snapshot(
-            self._site, self._layout, p.ts, p.cycle, p.state, p.commands, p.latest, p.devices
+            self._site,
+            self._layout,
+            p.ts,
+            p.cycle,
+            p.state,
+            p.commands,
+            p.latest,
+            p.devices,
+            faults=p.faults,
         )
         self._cached = (published, snap)
         return snap
@@ -218,9 +228,7 @@ class ReadModel:
                 max=_num(a.max),
                 last=_num(a.last),
             )
-            for a in self._store.aggregates(
-                device_id, point, since=since, until=until, limit=limit
-            )
+            for a in self._store.aggregates(device_id, point, since=since, until=until, limit=limit)
         ]
 
     def history_status(self) -> HistoryStatus:

@@ -2,16 +2,19 @@
 
 Rule: the runtime decides nothing and keeps no table of its own making: one cycle is
 
-    poller → observation → decide → writer → recorder → publish
+    poller → observation → decide → writer → faults → recorder → publish
 
 — :class:`~laterne.controller.poller.Poller` polls the devices that are due (each on its own
 interval and phase) and keeps their health; :func:`~laterne.controller.observe.build_observation`
 turns the latest readings into the observation; the pure
 :func:`~laterne.controller.cycle.decide` (policy, safety filter, post-condition) gives the safe
 commands; :class:`~laterne.controller.writer.Writer` sends what changed (and what a device no
-longer holds); the write-behind :class:`~laterne.controller.recorder.Recorder` queues every
-reading, command, state change and drift for the history; the cycle's frozen result is published
-to the :class:`~laterne.controller.readmodel.ReadModel` the API reads. Time comes from the
+longer holds); :func:`~laterne.controller.faults.evaluate_faults` holds each segment's measured
+power against what its commanded level should draw (lamps out, stuck dimming, no reading,
+burning hours; after the writes, so it can never delay a command); the write-behind
+:class:`~laterne.controller.recorder.Recorder` queues every reading, command, state change
+and drift for the history; the cycle's frozen result is published to the
+:class:`~laterne.controller.readmodel.ReadModel` the API reads. Time comes from the
 injected :class:`Clock` only. The history is any :class:`~laterne.controller.store.HistoryStore`.
 
 Keeps controlling:
@@ -43,12 +46,13 @@ from laterne.drivers.field.base import DeviceClient
 from laterne.drivers.history.sqlite_store import HistoryError
 from laterne.models.layout import SiteLayout
 from laterne.models.site import SiteConfig
-from laterne.models.values import Commands, DeviceState, Override
+from laterne.models.values import Commands, DeviceState, FloatArray, Override, PointReading
 
 from .clock import Clock
 from .cycle import ControlPolicy, decide
+from .faults import FaultParams, FaultState, evaluate_faults, initial_fault_state
 from .loop import LoopMonitor
-from .observe import build_observation
+from .observe import ReadingKey, build_observation, measured_segment_power_w
 from .policy import Policy, PolicyState
 from .poller import DeviceTable, Poller, PollSchedule
 from .readmodel import CycleResult, ReadModel
@@ -112,6 +116,7 @@ class Runtime:
     mirrors : further histories that get a copy of everything
     layout, policy : the site's arrays and the control policy (built from ``site`` by default)
     schedule : when each device is polled (by default each on its interval at its id's phase)
+    fault_params : thresholds of the lamp and driver fault detection
     """
 
     def __init__(
@@ -125,6 +130,7 @@ class Runtime:
         layout: SiteLayout | None = None,
         policy: ControlPolicy[PolicyState] | None = None,
         schedule: PollSchedule | None = None,
+        fault_params: FaultParams | None = None,
     ) -> None:
         missing = {d.id for d in site.devices} - set(clients)
         if missing:
@@ -155,6 +161,8 @@ class Runtime:
         self._devices.on_offline(self._writer.forget)
         self._poller = Poller(site, clients, self._devices, self._writer, schedule)
         self._cycle = 0
+        self._fault_params = fault_params if fault_params is not None else FaultParams()
+        self._faults: FaultState = initial_fault_state(self.layout)
         self.read_model = ReadModel(
             site,
             self.layout,
@@ -162,7 +170,7 @@ class Runtime:
             mirrors,
             self._recorder.status,
             self._loop.status,
-            CycleResult(None, 0, self._state, None, {}, dict(self._devices.states)),
+            CycleResult(None, 0, self._state, None, {}, dict(self._devices.states), self._faults),
         )
 
     # ------------------------------------------------------------------------- the state
@@ -194,6 +202,11 @@ class Runtime:
     def overrides(self) -> tuple[Override, ...]:
         return self._overrides
 
+    @property
+    def faults(self) -> FaultState:
+        """Lamp and driver faults and burning hours as of the last cycle."""
+        return self._faults
+
     # --------------------------------------------------------------------------- the cycle
 
     async def run_cycle(self) -> CycleReport:
@@ -222,6 +235,7 @@ class Runtime:
         records = await self._writer.write(commands_to_writes(self.layout, safe), now)
         t3 = time.perf_counter()
         self._recorder.commands(records)
+        self._check_faults(latest, safe.dim_pct, now)
         drifts = self._writer.take_drifts()
         if drifts:
             self._recorder.drifts(drifts)
@@ -232,7 +246,15 @@ class Runtime:
 
         self._cycle += 1
         self.read_model.publish(
-            CycleResult(now, self._cycle, state, safe, dict(latest), dict(self._devices.states))
+            CycleResult(
+                now,
+                self._cycle,
+                state,
+                safe,
+                dict(latest),
+                dict(self._devices.states),
+                self._faults,
+            )
         )
         return CycleReport(
             ts=now,
@@ -246,6 +268,17 @@ class Runtime:
             write_s=t3 - t2,
             record_s=t4 - t3,
         )
+
+    def _check_faults(
+        self, latest: Mapping[ReadingKey, PointReading], dim_pct: FloatArray, now: datetime
+    ) -> None:
+        power = measured_segment_power_w(self.layout, latest, now, self._stale_after_s)
+        step = evaluate_faults(self.layout, self._fault_params, self._faults, power, dim_pct, now)
+        self._faults = step.state
+        for f in step.raised:
+            log.warning("segment %s: %s: %s", f.segment_id, f.kind, f.detail)
+        for f in step.cleared:
+            log.info("segment %s: %s cleared", f.segment_id, f.kind)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run cycles every ``policy.cycle_s`` of clock time until ``stop`` is set."""
@@ -332,8 +365,7 @@ def _compact(history: HistoryStore, site: SiteConfig, now: datetime) -> None:
     )
     if report.rows_aggregated or report.aggregates_deleted:
         log.info(
-            "history compacted: %d raw readings folded into aggregates, %d old aggregates "
-            "deleted",
+            "history compacted: %d raw readings folded into aggregates, %d old aggregates deleted",
             report.rows_aggregated,
             report.aggregates_deleted,
         )

@@ -17,6 +17,7 @@ from laterne.models.site import ModbusEndpoint, PointRef, SiteConfig
 from laterne.models.snapshot import (
     BuildingView,
     DeviceView,
+    FaultView,
     PointView,
     SegmentView,
     SiteSnapshot,
@@ -25,6 +26,7 @@ from laterne.models.snapshot import (
 from laterne.models.values import Commands, DeviceState, PointReading, Quality, Reason
 
 from .compliance import compliance
+from .faults import FaultState, expected_power_w
 from .observe import ReadingKey
 from .policy import PolicyState
 
@@ -66,7 +68,10 @@ def build_snapshot(
     cmds: Commands | None,
     latest: Mapping[ReadingKey, PointReading],
     devices: Mapping[str, DeviceState],
+    faults: FaultState | None = None,
 ) -> SiteSnapshot:
+    """The snapshot of one cycle; ``faults`` (the fault detection's state after the cycle) adds
+    burning hours, expected power and open faults."""
     device_views = []
     for d in site.devices:
         prof = site.profiles[d.profile]
@@ -105,6 +110,10 @@ def build_snapshot(
         judged = compliance(layout, state.segment_flow_veh_h, cmds.dim_pct, dark)
     required = judged.class_names(layout, judged.required_band) if judged else []
     delivered = judged.class_names(layout, judged.delivered_band) if judged else []
+    expected = (
+        expected_power_w(layout, faults.level_pct, faults.burning_h) if faults is not None else None
+    )
+    open_faults = faults.by_segment if faults is not None else {}
     segments = []
     for i, s in enumerate(site.segments):
         # commands come from the safety filter and are finite; should one not be, the view
@@ -132,6 +141,10 @@ def build_snapshot(
                 measured_power_w=_value(latest, s.power),
                 failed_lamps=_count(_value(latest, s.failed_lamps)),
                 online=devices[s.controller.device].quality is not Quality.OFFLINE,
+                expected_power_w=_num(float(expected[i])) if expected is not None else None,
+                burning_h=float(faults.burning_h[i]) if faults is not None else None,
+                full_power_h=float(faults.full_power_h[i]) if faults is not None else None,
+                faults=[str(f.kind) for f in open_faults.get(s.id, ())],
             )
         )
 
@@ -174,4 +187,21 @@ def build_snapshot(
         devices=device_views,
         segments=segments,
         buildings=buildings,
+        faults=[
+            FaultView(
+                segment_id=f.segment_id,
+                kind=str(f.kind),
+                since=f.since,
+                last_seen=f.last_seen,
+                detail=f.detail,
+                lamps_out=f.lamps_out,
+                expected_power_w=_num(f.expected_power_w)
+                if f.expected_power_w is not None
+                else None,
+                measured_power_w=_num(f.measured_power_w)
+                if f.measured_power_w is not None
+                else None,
+            )
+            for f in (faults.faults if faults is not None else ())
+        ],
     )

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
+from .lighting import clo_power_share, luminaire_power_w
 from .site import PointRef, PointSpec, Segment, SiteConfig
 from .values import BoolArray, FloatArray
 
@@ -122,6 +123,10 @@ class SegmentArrays:
     energy: tuple[PointRef | None, ...]
     luminaires: npt.NDArray[np.int64]
     rated_power_w: FloatArray  # one luminaire [W]
+    standby_w: FloatArray  # one luminaire's driver draw at any lit level [W]
+    clo: BoolArray  # constant light output drivers
+    clo_start_share: FloatArray  # with CLO: share of non-standby power when new
+    clo_life_h: FloatArray  # with CLO: burning hours to full rated power [h]
     min_dim_pct: FloatArray
     max_dim_pct: FloatArray
     failsafe_dim_pct: FloatArray
@@ -141,6 +146,23 @@ class SegmentArrays:
     curfew_end_min: IdxArray
     curfew_days: BoolArray
     curfew_cap_pct: FloatArray
+
+    def luminaire_power_w(
+        self, dim_pct: FloatArray, burning_h: FloatArray | float = 0.0
+    ) -> FloatArray:
+        """Power of one luminaire of each segment at ``dim_pct`` after ``burning_h`` hours lit
+        (only CLO drivers care) [W], by :func:`~.lighting.luminaire_power_w`."""
+        share = np.where(
+            self.clo, clo_power_share(burning_h, self.clo_start_share, self.clo_life_h), 1.0
+        )
+        return luminaire_power_w(
+            np.asarray(dim_pct, dtype=float) / 100.0, self.rated_power_w, self.standby_w, share
+        )
+
+    def power_w(self, dim_pct: FloatArray, burning_h: FloatArray | float = 0.0) -> FloatArray:
+        """Power of each whole segment (every luminaire working) at ``dim_pct`` [W]."""
+        out: FloatArray = self.luminaires * self.luminaire_power_w(dim_pct, burning_h)
+        return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -320,6 +342,10 @@ class SiteLayout:
                 energy=tuple(s.energy for s in segs),
                 luminaires=np.array([s.luminaires for s in segs], dtype=np.int64),
                 rated_power_w=np.array([s.rated_power_w for s in segs], dtype=float),
+                standby_w=np.array([s.standby_share * s.rated_power_w for s in segs], dtype=float),
+                clo=np.array([s.constant_light_output for s in segs], dtype=bool),
+                clo_start_share=np.array([s.clo_start_share for s in segs], dtype=float),
+                clo_life_h=np.array([s.clo_life_h for s in segs], dtype=float),
                 min_dim_pct=seg_min,
                 max_dim_pct=seg_max,
                 failsafe_dim_pct=np.clip(

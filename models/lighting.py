@@ -10,7 +10,8 @@ maintenance factor included). Light output is taken as proportional to the dim l
 drivers dim linearly in light; a DALI gateway's logarithmic arc-power curve is
 :func:`dali_level_to_light_pct`), so a class needs the light fraction ``required ÷ design`` and
 the dim level of :func:`dim_pct_for_class` (rounded up to the controllers' 0.1 % grid: never
-less light than the class). Power follows :func:`luminaire_power_w`.
+less light than the class). Power follows :func:`luminaire_power_w` (with
+:func:`clo_power_share` for constant-light-output drivers).
 """
 
 from __future__ import annotations
@@ -18,12 +19,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+from numpy.typing import ArrayLike
+
+from .values import FloatArray
+
 __all__ = [
     "CLASSES",
     "DIM_GRID_PCT",
     "OFF",
     "LightingClass",
     "UnknownLightingClass",
+    "clo_power_share",
     "dali_level_to_light_pct",
     "delivered_class",
     "dim_pct_for_class",
@@ -107,15 +114,40 @@ def delivered_class(light_pct: float, design: LightingClass) -> LightingClass:
     return best
 
 
-def luminaire_power_w(light_pct: float, rated_power_w: float, standby_share: float) -> float:
-    """Electrical power of one LED luminaire at ``light_pct`` of its rated light [W]:
-    ``P_standby + (1 − standby_share) × light fraction × P_rated``, ``P_standby`` being
-    ``standby_share × P_rated`` (the driver's own draw, also while dimmed to 0 and not switched
-    off at the mains)."""
-    if not 0 <= standby_share < 1:
-        raise ValueError("standby_share must lie in [0, 1)")
-    fraction = min(max(light_pct, 0.0), 100.0) / 100.0
-    return rated_power_w * (standby_share + (1 - standby_share) * fraction)
+def luminaire_power_w(
+    light_fraction: ArrayLike,
+    rated_w: ArrayLike,
+    standby_w: ArrayLike,
+    clo_power_share: ArrayLike = 1.0,
+) -> FloatArray:
+    """Electrical power of one LED luminaire (vectorised: any argument may be an array) [W].
+
+    ``P = P_standby + (P_rated − P_standby) × light fraction × CLO share`` while lit, 0 when the
+    fraction is 0 (the segment controller switches the mains off). ``light_fraction`` is the
+    dim level over 100, clipped to [0, 1]; ``standby_w`` is the driver's own draw, also at the
+    lowest dim level; ``clo_power_share`` is 1 without constant light output, else
+    :func:`clo_power_share` (a new CLO luminaire reaches the maintained light on less power).
+    The one model of luminaire power: the plant, the fault detection and the reports use it.
+    """
+    f = np.clip(np.asarray(light_fraction, dtype=float), 0.0, 1.0)
+    rated = np.asarray(rated_w, dtype=float)
+    standby = np.asarray(standby_w, dtype=float)
+    lit = standby + (rated - standby) * f * np.asarray(clo_power_share, dtype=float)
+    out: FloatArray = np.where(f > 0.0, lit, 0.0)
+    return out
+
+
+def clo_power_share(burning_h: ArrayLike, start_share: ArrayLike, life_h: ArrayLike) -> FloatArray:
+    """Constant light output: the share of rated (non-standby) power a CLO driver draws for the
+    maintained light after ``burning_h`` hours [unitless].
+
+    A stated linear model: ``start_share`` when new (the lumen maintenance factor the design
+    assumed), rising linearly to 1 at ``life_h`` and held there.
+    """
+    h = np.maximum(np.asarray(burning_h, dtype=float), 0.0)
+    start = np.asarray(start_share, dtype=float)
+    out: FloatArray = start + (1.0 - start) * np.minimum(h / np.asarray(life_h, dtype=float), 1.0)
+    return out
 
 
 def dali_level_to_light_pct(level: int) -> float:

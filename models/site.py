@@ -832,6 +832,31 @@ class Segment(_Model):
         "maintenance factor included), from the lighting design; with it every band's level "
         "is checked against its class, and a band may leave out `dim_pct`",
     )
+    standby_share: float = Field(
+        default=0.08,
+        ge=0,
+        lt=1,
+        description="the LED driver's own draw as a share of `rated_power_w`, drawn at any lit "
+        "level: power = standby + (rated − standby) × light fraction (0 when switched off)",
+    )
+    constant_light_output: bool = Field(
+        default=False,
+        description="the drivers have constant light output (CLO): new luminaires draw "
+        "`clo_start_share` of their non-standby power for the maintained light, rising to "
+        "all of it at `clo_life_h` burning hours",
+    )
+    clo_start_share: float = Field(
+        default=0.85,
+        gt=0,
+        le=1,
+        description="with CLO, share of the non-standby power a new luminaire draws (the lumen "
+        "maintenance factor of the design)",
+    )
+    clo_life_h: float = Field(
+        default=100_000.0,
+        gt=0,
+        description="with CLO, burning hours at which the driver reaches full rated power [h]",
+    )
     min_dim_pct: float = Field(
         default=0.0,
         ge=0,
@@ -1557,9 +1582,7 @@ def parse_site(text: str, file: str = "<string>", base_dir: Path | None = None) 
                 file, [ConfigIssue(p.path, p.message, p.line) for p in exc.problems]
             ) from None
         if not isinstance(data, dict):
-            raise SiteConfigError(
-                file, [ConfigIssue((), "expected a mapping at the top level", 1)]
-            )
+            raise SiteConfigError(file, [ConfigIssue((), "expected a mapping at the top level", 1)])
         return validate_site(data, file, lines, base_dir)
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "DeviceStateRecord",
     "DeviceView",
     "DriftRecord",
+    "FaultView",
     "HistoryStatus",
     "LoopStatus",
     "MirrorStatus",
@@ -84,6 +85,25 @@ class SegmentView(_View):
     measured_power_w: float | None
     failed_lamps: int | None  # lamps the segment controller reports as failed
     online: bool
+    expected_power_w: float | None = None  # every lamp working, at the commanded level
+    burning_h: float | None = None  # hours lit since the controller started counting
+    full_power_h: float | None = None  # hours lit weighted by the level (equivalent at 100 %)
+    faults: list[str] = []  # kinds of the segment's open faults (see ``FaultView``)
+
+
+class FaultView(_View):
+    """One open lamp or driver fault of a segment, for the maintenance work list: ``kind`` is
+    ``lamps_out`` (measured power well below expected; ``lamps_out`` estimates how many),
+    ``stuck_dimming`` (power not following the level) or ``no_power_reading``."""
+
+    segment_id: str
+    kind: str
+    since: datetime
+    last_seen: datetime
+    detail: str
+    lamps_out: int | None
+    expected_power_w: float | None
+    measured_power_w: float | None
 
 
 class ZoneView(_View):
@@ -205,3 +225,4 @@ class SiteSnapshot(_View):
     devices: list[DeviceView]
     segments: list[SegmentView]
     buildings: list[BuildingView]
+    faults: list[FaultView] = []  # open lamp and driver faults, by segment

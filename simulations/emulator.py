@@ -35,6 +35,11 @@ Theory of operation
   2^bits (the plant's counts are cumulative floats that never wrap); other integers are rounded and
   clipped to the type's range. Registers hold big-endian words; ``byte_order: little`` swaps the two
   bytes in each register and ``word_order: little`` reverses the registers.
+* Fault injection (:meth:`SiteEmulator.set_lamps_out`, :meth:`SiteEmulator.set_driver_stuck`):
+  lamps out draw nothing (the plant's ``lamps_out``); a stuck segment's drivers hold their stuck
+  level whatever the controller is told, while the controller still reads back the command. The
+  ``failed_lamps`` point does not tell (a controller that cannot see its lamps): only the power
+  does.
 * Stopping the server of a device stops its whole endpoint (all unit ids of a gateway, or the whole
   OPC-UA server), as when the real box goes down. The plant keeps running meanwhile; on restart,
   Modbus datastores are rebuilt and refilled with the current measurements and the last commands.
@@ -395,6 +400,9 @@ class SiteEmulator:
         )
         self._plant = initial_state(self._layout, start, counter_offset_veh=counter_offset_veh)
         self._rng = np.random.default_rng(seed)
+        self._dim_cmd = self._plant.dim_pct.copy()  # what the controllers were told
+        self._lamps_out = np.zeros(self._layout.n_segments)
+        self._stuck_pct = np.full(self._layout.n_segments, np.nan)
         self._bindings = _bindings(site, self._layout)
         self._lock = asyncio.Lock()
         self._started = False
@@ -445,6 +453,42 @@ class SiteEmulator:
     def site(self) -> SiteConfig:
         return self._site
 
+    def set_lamps_out(self, segment_id: str, lamps: int) -> None:
+        """From the next step on, ``lamps`` luminaires of the segment are out (0: repaired).
+
+        Raises
+        ------
+        EmulatorError
+            on an unknown segment or a count outside 0 … its luminaires.
+        """
+        i = self._segment(segment_id)
+        if not 0 <= lamps <= self._layout.segments.luminaires[i]:
+            raise EmulatorError(
+                f"segment {segment_id!r} has {self._layout.segments.luminaires[i]} luminaires, "
+                f"not {lamps} to put out"
+            )
+        self._lamps_out[i] = lamps
+
+    def set_driver_stuck(self, segment_id: str, dim_pct: float | None) -> None:
+        """From the next step on, the segment's drivers hold ``dim_pct`` whatever they are told
+        (None: they follow the controller again).
+
+        Raises
+        ------
+        EmulatorError
+            on an unknown segment or a level outside 0 … 100 %.
+        """
+        i = self._segment(segment_id)
+        if dim_pct is not None and not 0 <= dim_pct <= 100:
+            raise EmulatorError(f"a driver cannot be stuck at {dim_pct} %")
+        self._stuck_pct[i] = np.nan if dim_pct is None else dim_pct
+
+    def _segment(self, segment_id: str) -> int:
+        ids = self._layout.segments.ids
+        if segment_id not in ids:
+            raise EmulatorError(f"unknown segment {segment_id!r}; known: {', '.join(ids)}")
+        return ids.index(segment_id)
+
     async def start(self) -> None:
         """Bind every endpoint and publish the initial plant state.
 
@@ -491,7 +535,7 @@ class SiteEmulator:
         only advances the plant. Returns the new plant state.
         """
         async with self._lock:
-            dim = self._plant.dim_pct.copy()
+            dim = self._dim_cmd.copy()
             sp = self._plant.setpoint_c.copy()
             for b in self._bindings.values():
                 if b.source not in ("dim", "setpoint"):
@@ -501,8 +545,17 @@ class SiteEmulator:
                     continue
                 target = dim if b.source == "dim" else sp
                 target[b.index] = value / b.factor
+            self._dim_cmd = dim.copy()
+            held = np.where(np.isfinite(self._stuck_pct), self._stuck_pct, dim)
             self._plant = plant_step(
-                self._layout, self._params, self._plant, dim, sp, now, self._rng
+                self._layout,
+                self._params,
+                self._plant,
+                held,
+                sp,
+                now,
+                self._rng,
+                lamps_out=self._lamps_out.copy(),
             )
             await self._publish(commands=False)
             return self._plant
@@ -629,7 +682,7 @@ class SiteEmulator:
     def _command_value(self, b: _Binding) -> float:
         """The command the plant currently applies at a writable point [point units]."""
         if b.source == "dim":
-            return float(self._plant.dim_pct[b.index]) * b.factor
+            return float(self._dim_cmd[b.index]) * b.factor
         if b.source == "setpoint":
             return float(self._plant.setpoint_c[b.index]) * b.factor
         spec = b.spec
@@ -672,7 +725,7 @@ class SiteEmulator:
         n_bld = len(self._layout.buildings.ids)
         return {
             "counter": state.counter_veh,
-            "segment_power": segment_power_w(self._layout, state.dim_pct),
+            "segment_power": segment_power_w(self._layout, state.dim_pct, self._lamps_out),
             "segment_energy": state.segment_energy_wh,
             "zone_temp": state.zone_temp_c,
             "building_power": building_heating_kw(self._layout, self._params, state),

@@ -17,8 +17,10 @@ The commands passed to a step (``dim_pct``, ``setpoint_c``) are held over the wh
   ``ROAD_PEAK_FLOW_VEH_H``). Vehicles in the interval are the flow integrated over sub-steps;
   with ``poisson=True`` the count is drawn from a Poisson law with that mean, else it is the mean.
   ``counter_veh`` is a cumulative float that never wraps; devices wrap it on encoding.
-* **Luminaires**: ``power_w = luminaires × rated_power_w × lamp_fraction(dim_pct)`` with an LED
-  driver curve: 0 when off, else ``0.08 + 0.92 · dim/100``. Energy is power × interval, exactly.
+* **Luminaires**: ``power_w = working luminaires × luminaire_power_w(dim_pct)``, the one model of
+  :func:`laterne.models.lighting.luminaire_power_w` with the segment's ``standby_share`` (0 when
+  off, else ``standby + (rated − standby) · dim/100``; CLO drivers as new luminaires). Lamps out
+  (``lamps_out``, e.g. injected by the emulator) draw nothing. Energy is power × interval, exactly.
 * **Zones**: one resistance-capacitance node each, ``C dT/dt = UA (T_out − T) + Q``, with
   ``C = 150 kJ/(K·m²)·area``, ``UA = 2.5 W/(K·m²)·area`` and a local proportional thermostat
   ``Q = clip(K (setpoint − T), 0, 100 W/m²·area)``, ``K`` giving full power at 1 K error.
@@ -52,7 +54,6 @@ from .weather import Weather, load_weather, outdoor_temp_c, outdoor_temp_c_array
 
 __all__ = [
     "HEATING_MAX_W_M2",
-    "LED_MIN_FRACTION",
     "MAX_SUBSTEP_S",
     "THERMOSTAT_FULL_POWER_ERROR_K",
     "ZONE_CAPACITY_J_K_M2",
@@ -62,7 +63,6 @@ __all__ = [
     "building_heating_kw",
     "channel_peak_flow_veh_h",
     "initial_state",
-    "lamp_fraction",
     "make_params",
     "plant_outdoor_temp_c",
     "plant_step",
@@ -70,8 +70,6 @@ __all__ = [
     "zone_heating_w",
 ]
 
-#: LED driver: light output fraction above 0 % draws at least this fraction of rated power
-LED_MIN_FRACTION: Final = 0.08
 #: heat capacity of a zone per floor area [J/(K·m²)]
 ZONE_CAPACITY_J_K_M2: Final = 150e3
 #: heat loss coefficient of a zone per floor area [W/(K·m²)]
@@ -220,22 +218,14 @@ def initial_state(
 # -------------------------------------------------------------------------------- readouts
 
 
-def lamp_fraction(dim_pct: FloatArray) -> FloatArray:
-    """Electrical power of an LED luminaire as a fraction of rated power [unitless].
-
-    0 at (or below) 0 %; otherwise ``0.08 + 0.92 · dim/100`` with dim clipped to 100 %.
-    """
-    d = np.clip(np.asarray(dim_pct, dtype=float), 0.0, 100.0)
-    out: FloatArray = np.where(
-        d > 0.0, LED_MIN_FRACTION + (1.0 - LED_MIN_FRACTION) * d / 100.0, 0.0
-    )
-    return out
-
-
-def segment_power_w(layout: SiteLayout, dim_pct: FloatArray) -> FloatArray:
-    """Electrical power of each segment at the given dim levels [W]."""
+def segment_power_w(
+    layout: SiteLayout, dim_pct: FloatArray, lamps_out: FloatArray | None = None
+) -> FloatArray:
+    """Electrical power of each segment at the given dim levels [W], ``lamps_out`` (S,)
+    luminaires per segment drawing nothing (default none)."""
     segs = layout.segments
-    out: FloatArray = segs.luminaires * segs.rated_power_w * lamp_fraction(dim_pct)
+    working = segs.luminaires if lamps_out is None else np.maximum(segs.luminaires - lamps_out, 0)
+    out: FloatArray = working * segs.luminaire_power_w(dim_pct)
     return out
 
 
@@ -306,6 +296,8 @@ def plant_step(
     setpoint_c: FloatArray,
     now: datetime,
     rng: np.random.Generator,
+    *,
+    lamps_out: FloatArray | None = None,
 ) -> PlantState:
     """Advance the plant from ``state.ts`` to ``now`` with the given commands held throughout.
 
@@ -315,6 +307,7 @@ def plant_step(
     setpoint_c : (Z,) setpoint of each zone's thermostat over the interval [°C]
     now : aware time, not before ``state.ts``
     rng : source of the Poisson vehicle counts (unused when ``params.poisson`` is False)
+    lamps_out : (S,) luminaires per segment that are out over the interval (default none)
 
     Raises
     ------
@@ -346,7 +339,9 @@ def plant_step(
     vehicles = rng.poisson(expected_veh).astype(float) if params.poisson else expected_veh
 
     # lighting: power held over the interval
-    energy_wh = state.segment_energy_wh + segment_power_w(layout, dim) * (dt_s / _S_PER_H)
+    energy_wh = state.segment_energy_wh + segment_power_w(layout, dim, lamps_out) * (
+        dt_s / _S_PER_H
+    )
 
     # zones: explicit Euler on sub-steps, vectorised over zones
     t_out = outdoor_temp_c_array(params.weather, mids_utc)

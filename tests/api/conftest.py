@@ -19,6 +19,7 @@ from laterne.models.snapshot import (
     DeviceStateRecord,
     DeviceView,
     DriftRecord,
+    FaultView,
     HistoryStatus,
     LoopStatus,
     MirrorStatus,
@@ -83,6 +84,10 @@ def make_snapshot() -> SiteSnapshot:
                 measured_power_w=2450.0,
                 failed_lamps=2,
                 online=True,
+                expected_power_w=2900.0,
+                burning_h=1234.5,
+                full_power_h=700.25,
+                faults=["lamps_out"],
             ),
             SegmentView(
                 id="park-rd",
@@ -119,6 +124,18 @@ def make_snapshot() -> SiteSnapshot:
                         occupied=True,
                     )
                 ],
+            )
+        ],
+        faults=[
+            FaultView(
+                segment_id="main-st",
+                kind="lamps_out",
+                since=T0 - timedelta(hours=2),
+                last_seen=T0,
+                detail="2450 W measured, 2900 W expected at 60.0 %: about 6 lamp(s) out",
+                lamps_out=6,
+                expected_power_w=2900.0,
+                measured_power_w=2450.0,
             )
         ],
     )

@@ -199,6 +199,7 @@ async def test_device_by_id(client: httpx.AsyncClient) -> None:
     [
         ("/api/devices/nope", "unknown device 'nope'; known: ctr-1, seg-ctl-1"),
         ("/api/segments/nope", "unknown segment 'nope'; known: main-st, park-rd"),
+        ("/api/faults?segment=nope", "unknown segment 'nope'; known: main-st, park-rd"),
         ("/api/buildings/nope", "unknown building 'nope'; known: town-hall"),
         (
             "/api/readings?device_id=nope&point=count",
@@ -250,6 +251,21 @@ async def test_segments(client: httpx.AsyncClient) -> None:
     assert park["flow_veh_h"] is None
     assert park["reason"] == "failsafe"
     assert park["dim_pct"] == 100.0
+
+
+async def test_faults_and_burning_hours(client: httpx.AsyncClient) -> None:
+    (fault,) = (await client.get("/api/faults")).json()
+    assert fault["segment_id"] == "main-st" and fault["kind"] == "lamps_out"
+    assert fault["lamps_out"] == 6
+    assert fault["since"] == (T0 - timedelta(hours=2)).isoformat().replace("+00:00", "Z")
+    assert (await client.get("/api/faults", params={"segment": "park-rd"})).json() == []
+    assert len((await client.get("/api/faults", params={"segment": "main-st"})).json()) == 1
+    main = (await client.get("/api/segments/main-st")).json()
+    assert main["burning_h"] == 1234.5 and main["full_power_h"] == 700.25
+    assert main["faults"] == ["lamps_out"]
+    assert main["expected_power_w"] == 2900.0
+    park = (await client.get("/api/segments/park-rd")).json()
+    assert park["burning_h"] is None and park["faults"] == []
 
 
 async def test_buildings(client: httpx.AsyncClient) -> None:
@@ -405,6 +421,7 @@ async def test_openapi_schema(client: httpx.AsyncClient) -> None:
         "/api/aggregates",
         "/api/segments",
         "/api/segments/{segment_id}",
+        "/api/faults",
         "/api/buildings",
         "/api/buildings/{building_id}",
         "/api/commands",

@@ -3,12 +3,14 @@ class on the 0.1 % grid, the class a level delivers, LED power, the DALI curve."
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from laterne.models.lighting import (
     CLASSES,
     OFF,
     UnknownLightingClass,
+    clo_power_share,
     dali_level_to_light_pct,
     delivered_class,
     dim_pct_for_class,
@@ -85,13 +87,32 @@ def test_delivered_class(light_pct: float, design: str, delivered: str) -> None:
     assert delivered_class(light_pct, lighting_class(design)).name == delivered
 
 
-def test_led_power_has_a_standby_share() -> None:
-    assert luminaire_power_w(100, 60, 0.05) == pytest.approx(60)
-    assert luminaire_power_w(0, 60, 0.05) == pytest.approx(3)
-    assert luminaire_power_w(50, 60, 0.05) == pytest.approx(3 + 0.95 * 0.5 * 60)
-    assert luminaire_power_w(150, 60, 0.0) == pytest.approx(60)  # clipped to the rating
-    with pytest.raises(ValueError):
-        luminaire_power_w(50, 60, 1.0)
+@pytest.mark.parametrize(
+    ("fraction", "rated_w", "standby_w", "clo", "expected_w"),
+    [
+        (1.0, 60, 3, 1.0, 60),
+        (0.5, 60, 3, 1.0, 3 + 57 * 0.5),
+        (1e-6, 60, 3, 1.0, 3 + 57e-6),  # the lowest lit level still draws the standby
+        (0.0, 60, 3, 1.0, 0),  # switched off at the mains
+        (1.5, 60, 0, 1.0, 60),  # clipped to the rating
+        (-0.2, 60, 3, 1.0, 0),
+        (1.0, 60, 3, 0.85, 3 + 57 * 0.85),  # a new CLO driver
+    ],
+)
+def test_led_power_has_a_standby_draw(
+    fraction: float, rated_w: float, standby_w: float, clo: float, expected_w: float
+) -> None:
+    assert float(luminaire_power_w(fraction, rated_w, standby_w, clo)) == pytest.approx(expected_w)
+
+
+def test_led_power_is_vectorised() -> None:
+    p = luminaire_power_w(np.array([0.0, 0.5, 1.0]), np.array([60, 90, 35]), np.array([3, 0, 1]))
+    np.testing.assert_allclose(p, [0, 45, 35])
+
+
+def test_clo_share_rises_from_the_start_share_to_one_over_the_life() -> None:
+    share = clo_power_share(np.array([-5.0, 0.0, 50_000, 100_000, 300_000]), 0.8, 100_000)
+    np.testing.assert_allclose(share, [0.8, 0.8, 0.9, 1.0, 1.0])
 
 
 def test_dali_curve_endpoints_and_inverse() -> None:

@@ -241,6 +241,20 @@ def test_layout_bounds_intersect_site_and_profile(demo_layout: SiteLayout) -> No
             "Field required",
             "site:",
         ),
+        (
+            "    rated_power_w: 60\n",
+            "    rated_power_w: 60\n    standby_share: 1.2\n",
+            "segments.1.standby_share",
+            "less than 1",
+            "standby_share: 1.2",
+        ),
+        (
+            "    rated_power_w: 35\n",
+            "    rated_power_w: 35\n    constant_light_output: true\n    clo_start_share: 0\n",
+            "segments.2.clo_start_share",
+            "greater than 0",
+            "clo_start_share: 0",
+        ),
         # only the errors of the endpoint kind that was meant, without union tags in the field
         (
             "port: 15020, unit_id: 1}",

@@ -339,3 +339,30 @@ async def test_bit_fields_read_zero_unless_mapped_and_share_their_register(
             assert rr.registers == [0b10]
         finally:
             client.close()
+
+
+def test_fault_injection_refuses_what_the_site_cannot_have(demo_site: SiteConfig) -> None:
+    emulator = SiteEmulator(demo_site, start=T0)
+    with pytest.raises(EmulatorError, match="unknown segment 'nope'; known: bahnhofstr"):
+        emulator.set_lamps_out("nope", 1)
+    with pytest.raises(EmulatorError, match="has 24 luminaires"):
+        emulator.set_lamps_out("lindenweg", 25)
+    with pytest.raises(EmulatorError, match="stuck at 120"):
+        emulator.set_driver_stuck("lindenweg", 120.0)
+
+
+async def test_injected_faults_change_the_plant_not_the_controllers_read_back(
+    demo_site: SiteConfig,
+) -> None:
+    emulator = SiteEmulator(demo_site, start=T0, poisson=False)
+    emulator.set_lamps_out("bahnhofstr", 21)
+    emulator.set_driver_stuck("elberfelder", 40.0)
+    state = await emulator.step(T0 + timedelta(hours=1))  # not started: the plant only
+    assert state.dim_pct[1] == 40.0  # drivers hold 40 %, told the fail-safe 100 %
+    lamp_w = emulator.layout.segments.luminaire_power_w(state.dim_pct)
+    assert state.segment_energy_wh[0] == pytest.approx(21 * lamp_w[0])  # half the lamps, 1 h
+    assert state.segment_energy_wh[1] == pytest.approx(30 * lamp_w[1])
+    emulator.set_lamps_out("bahnhofstr", 0)
+    emulator.set_driver_stuck("elberfelder", None)
+    state = await emulator.step(T0 + timedelta(hours=2))
+    assert state.dim_pct[1] == 100.0

@@ -16,7 +16,6 @@ from laterne.simulations.plant import (
     PlantState,
     building_heating_kw,
     initial_state,
-    lamp_fraction,
     make_params,
     plant_outdoor_temp_c,
     plant_step,
@@ -59,9 +58,17 @@ def run(
 # ---------------------------------------------------------------------------------- lamps
 
 
-def test_lamp_fraction_follows_the_led_driver_curve() -> None:
-    f = lamp_fraction(np.array([0.0, 1e-9, 50.0, 100.0, 120.0, -5.0]))
-    np.testing.assert_allclose(f, [0.0, 0.08, 0.54, 1.0, 1.0, 0.0])
+def test_lamp_power_follows_the_led_driver_curve(demo_layout: SiteLayout) -> None:
+    segs = demo_layout.segments
+    dims = np.array([0.0, 1e-9, 50.0, 100.0, 120.0, -5.0])
+    f = [segs.luminaire_power_w(np.full(3, d))[0] / segs.rated_power_w[0] for d in dims]
+    np.testing.assert_allclose(f, [0.0, 0.08, 0.54, 1.0, 1.0, 0.0])  # demo: standby_share 0.08
+
+
+def test_lamps_out_draw_nothing(demo_layout: SiteLayout) -> None:
+    full = segment_power_w(demo_layout, np.full(3, 60.0))
+    some_out = segment_power_w(demo_layout, np.full(3, 60.0), np.array([21.0, 0.0, 24.0]))
+    np.testing.assert_allclose(some_out, full * [0.5, 1.0, 0.0])
 
 
 def test_segment_power_is_zero_when_off_and_rated_at_full(demo_layout: SiteLayout) -> None:
