@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import devices, faults, health, history, hvac, lighting, site
+from . import compliance, devices, faults, health, history, hvac, lighting, site
 
 __all__ = ["ROUTERS"]
 
@@ -20,6 +20,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     devices.router,
     lighting.router,
     faults.router,
+    compliance.router,
     hvac.router,
     history.router,
 )

@@ -70,6 +70,7 @@ __all__ = [
     "Policy",
     "PolicyState",
     "apply_curfews",
+    "counted_rate",
     "daylight_off",
     "estimate_flow",
     "expected_demand",
@@ -180,6 +181,29 @@ def sum_to_segments(layout: SiteLayout, per_channel: FloatArray) -> FloatArray:
     return out
 
 
+def counted_rate(
+    layout: SiteLayout,
+    last_count_veh: FloatArray,
+    last_count_s: FloatArray,
+    counter_veh: FloatArray,
+    counter_ok: BoolArray,
+    t_s: float,
+) -> tuple[FloatArray, FloatArray, BoolArray]:
+    """Per channel the rate counted since the last count [veh/h] (modulo the counter's wrap),
+    the time it covers [s], and whether it is a good rate (a good reading, time passed, not
+    negative — a counter reset — and plausible)."""
+    good = counter_ok & np.isfinite(counter_veh)
+    dt_s = t_s - last_count_s
+    delta = counter_veh - last_count_veh
+    wrap = layout.channels.wrap
+    delta = np.where(wrap > 0, np.mod(delta, np.where(wrap > 0, wrap, 1.0)), delta)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = delta / dt_s * 3600.0
+    rate_ok = good & (dt_s > 0) & np.isfinite(rate) & (rate >= 0)
+    rate_ok &= rate <= MAX_PLAUSIBLE_FLOW_VEH_H
+    return rate, dt_s, rate_ok
+
+
 def estimate_flow(
     layout: SiteLayout,
     params: PolicyParams,
@@ -194,15 +218,9 @@ def estimate_flow(
     exponential average of that time constant; a channel without a good rate for longer than
     ``stale_after_s`` starts over.
     """
-    good = counter_ok & np.isfinite(counter_veh)
-    dt_s = t_s - state.last_count_s
-    delta = counter_veh - state.last_count_veh
-    wrap = layout.channels.wrap
-    delta = np.where(wrap > 0, np.mod(delta, np.where(wrap > 0, wrap, 1.0)), delta)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rate = delta / dt_s * 3600.0
-    rate_ok = good & (dt_s > 0) & np.isfinite(rate) & (rate >= 0)
-    rate_ok &= rate <= MAX_PLAUSIBLE_FLOW_VEH_H
+    rate, dt_s, rate_ok = counted_rate(
+        layout, state.last_count_veh, state.last_count_s, counter_veh, counter_ok, t_s
+    )
     expired = ~(t_s - state.flow_s <= params.stale_after_s)  # also true before the first
     prev = np.where(expired, np.nan, state.flow_veh_h)
     span = np.where(expired, 0.0, state.flow_span_s)
@@ -234,6 +252,7 @@ def estimate_flow(
     missing = sum_to_segments(layout, (~fresh).astype(float))
     cold = sum_to_segments(layout, (flow_span < params.flow_window_s).astype(float))
     known = layout.segments.has_counter & (missing == 0)
+    good = counter_ok & np.isfinite(counter_veh)
     return FlowEstimate(
         last_count_veh=np.where(good, counter_veh, state.last_count_veh),
         last_count_s=np.where(good, t_s, state.last_count_s),

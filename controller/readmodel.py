@@ -25,19 +25,23 @@ from laterne.models.site import SiteConfig
 from laterne.models.snapshot import (
     AggregateRecord,
     CommandRecord,
+    ComplianceIntervalView,
+    ComplianceView,
     DeviceStateRecord,
     DriftRecord,
     HistoryStatus,
     LoopStatus,
     QueueStatus,
+    SegmentComplianceView,
     SiteSnapshot,
 )
 from laterne.models.values import Commands, DeviceState, PointReading
 
+from .compliance_record import ComplianceTally
 from .faults import FaultState
 from .observe import ReadingKey
 from .policy import PolicyState
-from .snapshot import build_snapshot
+from .snapshot import build_snapshot, interval_view
 from .store import HistoryMirror, HistoryStore
 
 __all__ = ["CycleResult", "ReadModel", "SiteReadModel"]
@@ -48,6 +52,13 @@ class SiteReadModel(Protocol):
 
     def snapshot(self) -> SiteSnapshot:
         """The site as of the last completed control cycle."""
+        ...
+
+    def compliance(
+        self, segment: str | None = None, since: datetime | None = None, limit: int = 1000
+    ) -> ComplianceView:
+        """The compliance record: counts per segment and the last closed intervals, newest
+        first (of one segment; ending after ``since``; at most ``limit`` records)."""
         ...
 
     def recent_commands(
@@ -110,6 +121,7 @@ class CycleResult:
     latest: Mapping[ReadingKey, PointReading]
     devices: Mapping[str, DeviceState]
     faults: FaultState | None = None  # lamp and driver faults, burning hours
+    compliance: ComplianceTally | None = None  # the compliance record so far
 
 
 def _num(x: float) -> float | None:
@@ -173,9 +185,41 @@ class ReadModel:
             p.latest,
             p.devices,
             faults=p.faults,
+            tally=p.compliance,
         )
         self._cached = (published, snap)
         return snap
+
+    def compliance(
+        self, segment: str | None = None, since: datetime | None = None, limit: int = 1000
+    ) -> ComplianceView:
+        tally = self._published.compliance
+        interval_s = self._site.policy.compliance_interval_s
+        if tally is None:
+            tally = ComplianceTally.empty(self._layout)
+        views: list[ComplianceIntervalView] = []
+        for interval in reversed(tally.intervals):
+            if since is not None and interval[0].end <= since:
+                break
+            for r in interval:
+                if segment is None or r.segment_id == segment:
+                    v = interval_view(r)
+                    assert v is not None
+                    views.append(v)
+            if len(views) >= limit:
+                break
+        return ComplianceView(
+            interval_s=interval_s,
+            segments={
+                sid: SegmentComplianceView(
+                    lit_intervals=int(tally.lit_intervals[i]),
+                    violation_intervals=int(tally.violation_intervals[i]),
+                )
+                for i, sid in enumerate(tally.segment_ids)
+                if segment is None or sid == segment
+            },
+            intervals=views[:limit],
+        )
 
     def recent_commands(
         self, limit: int = 100, device_id: str | None = None

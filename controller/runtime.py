@@ -49,6 +49,7 @@ from laterne.models.site import SiteConfig
 from laterne.models.values import Commands, DeviceState, FloatArray, Override, PointReading
 
 from .clock import Clock
+from .compliance_record import ComplianceTally, initial_record, record_step
 from .cycle import ControlPolicy, decide
 from .faults import FaultParams, FaultState, evaluate_faults, initial_fault_state
 from .loop import LoopMonitor
@@ -141,6 +142,8 @@ class Runtime:
             policy if policy is not None else Policy(self.layout, site.policy)
         )
         self._overrides: tuple[Override, ...] = ()
+        self._record = initial_record(self.layout)
+        self._tally = ComplianceTally.empty(self.layout)
         self._clients = clients
         self._history = history
         mirrors = tuple(mirrors)
@@ -236,6 +239,17 @@ class Runtime:
         t3 = time.perf_counter()
         self._recorder.commands(records)
         self._check_faults(latest, safe.dim_pct, now)
+        self._record, closed = record_step(
+            self.layout, self.site.policy.compliance_interval_s, self._record, obs, safe, now
+        )
+        if closed:
+            self._tally = self._tally.add(closed)
+            bad = [r.segment_id for r in closed if r.violation]
+            if bad:
+                log.warning(
+                    "compliance interval to %s: lit below the required class: %s",
+                    closed[0].end.isoformat(), ", ".join(bad),
+                )
         drifts = self._writer.take_drifts()
         if drifts:
             self._recorder.drifts(drifts)
@@ -254,6 +268,7 @@ class Runtime:
                 dict(latest),
                 dict(self._devices.states),
                 self._faults,
+                self._tally,
             )
         )
         return CycleReport(

@@ -16,6 +16,7 @@ from laterne.models.layout import SiteLayout
 from laterne.models.site import ModbusEndpoint, PointRef, SiteConfig
 from laterne.models.snapshot import (
     BuildingView,
+    ComplianceIntervalView,
     DeviceView,
     FaultView,
     PointView,
@@ -26,6 +27,7 @@ from laterne.models.snapshot import (
 from laterne.models.values import Commands, DeviceState, PointReading, Quality, Reason
 
 from .compliance import compliance
+from .compliance_record import ComplianceTally, IntervalRecord
 from .faults import FaultState, expected_power_w
 from .observe import ReadingKey
 from .policy import PolicyState
@@ -59,6 +61,23 @@ def _held(latest: Mapping[ReadingKey, PointReading], ref: PointRef) -> float | N
     return _value(latest, ref)
 
 
+def interval_view(r: IntervalRecord | None) -> ComplianceIntervalView | None:
+    """The view of one compliance record (None passes through)."""
+    if r is None:
+        return None
+    return ComplianceIntervalView(
+        segment_id=r.segment_id,
+        start=r.start,
+        end=r.end,
+        flow_veh_h=r.flow_veh_h,
+        lit=r.lit,
+        required_class=r.required_class,
+        delivered_class=r.delivered_class,
+        min_dim_pct=r.min_dim_pct,
+        violation=r.violation,
+    )
+
+
 def build_snapshot(
     site: SiteConfig,
     layout: SiteLayout,
@@ -69,9 +88,10 @@ def build_snapshot(
     latest: Mapping[ReadingKey, PointReading],
     devices: Mapping[str, DeviceState],
     faults: FaultState | None = None,
+    tally: ComplianceTally | None = None,
 ) -> SiteSnapshot:
     """The snapshot of one cycle; ``faults`` (the fault detection's state after the cycle) adds
-    burning hours, expected power and open faults."""
+    burning hours, expected power and open faults, ``tally`` the compliance record's counts."""
     device_views = []
     for d in site.devices:
         prof = site.profiles[d.profile]
@@ -145,6 +165,9 @@ def build_snapshot(
                 burning_h=float(faults.burning_h[i]) if faults is not None else None,
                 full_power_h=float(faults.full_power_h[i]) if faults is not None else None,
                 faults=[str(f.kind) for f in open_faults.get(s.id, ())],
+                lit_intervals=int(tally.lit_intervals[i]) if tally is not None else 0,
+                violation_intervals=int(tally.violation_intervals[i]) if tally is not None else 0,
+                last_interval=interval_view(tally.last(i)) if tally is not None else None,
             )
         )
 

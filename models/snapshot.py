@@ -68,6 +68,37 @@ class DeviceView(_View):
     points: list[PointView]
 
 
+class ComplianceIntervalView(_View):
+    """One closed compliance interval of one segment: the class its measured traffic required
+    and the class the lowest level commanded while dark delivered (``""``: none required /
+    below every band); ``violation``: lit below what was required."""
+
+    segment_id: str
+    start: datetime
+    end: datetime
+    flow_veh_h: float | None  # measured over the interval; None: counts covered too little
+    lit: bool  # light was required (dark, flow known)
+    required_class: str
+    delivered_class: str
+    min_dim_pct: float | None
+    violation: bool
+
+
+class SegmentComplianceView(_View):
+    """A segment's compliance since the controller started."""
+
+    lit_intervals: int
+    violation_intervals: int
+
+
+class ComplianceView(_View):
+    """``/api/compliance``: the record of the last closed intervals, newest first."""
+
+    interval_s: float
+    segments: dict[str, SegmentComplianceView]
+    intervals: list[ComplianceIntervalView]
+
+
 class SegmentView(_View):
     id: str
     name: str
@@ -89,6 +120,9 @@ class SegmentView(_View):
     burning_h: float | None = None  # hours lit since the controller started counting
     full_power_h: float | None = None  # hours lit weighted by the level (equivalent at 100 %)
     faults: list[str] = []  # kinds of the segment's open faults (see ``FaultView``)
+    lit_intervals: int = 0  # compliance intervals lit since the controller started
+    violation_intervals: int = 0  # of them, lit below the class the measured traffic required
+    last_interval: ComplianceIntervalView | None = None  # the last closed one
 
 
 class FaultView(_View):

@@ -422,6 +422,7 @@ async def test_openapi_schema(client: httpx.AsyncClient) -> None:
         "/api/segments",
         "/api/segments/{segment_id}",
         "/api/faults",
+        "/api/compliance",
         "/api/buildings",
         "/api/buildings/{building_id}",
         "/api/commands",
