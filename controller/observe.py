@@ -84,6 +84,9 @@ def build_observation(
     temps, temps_ok = _gather(layout.zones.temperature, latest, now, stale_after_s)
     _dims, seg_ok = _gather(layout.segments.controller, latest, now, stale_after_s)
     outdoor, _ = _gather(layout.buildings.outdoor, latest, now, stale_after_s)
+    lux = None
+    if any(r is not None for r in layout.segments.lux):
+        lux, _ok = _gather(layout.segments.lux, latest, now, stale_after_s)
     return Observation(
         ts=now,
         counter_veh=counts,
@@ -93,6 +96,7 @@ def build_observation(
         segment_ok=seg_ok,
         outdoor_temp_c=outdoor,
         sun_elevation_deg=sun_elevation_deg(layout, now),
+        segment_lux=lux,
     )
 
 

@@ -75,6 +75,7 @@ __all__ = [
     "estimate_flow",
     "expected_demand",
     "learn_profile",
+    "lux_switching",
     "profile_demand",
     "profile_slot",
     "scheduled_heating",
@@ -115,6 +116,8 @@ class PolicyState:
     slot_id: float = float("nan")
     slot_veh: FloatArray | None = None  # per channel, vehicles counted in that slot so far
     slot_covered_s: FloatArray | None = None  # per channel, time those counts cover [s]
+    #: per segment the light sensor's last switching decision: 1 dark, 0 light, NaN none yet
+    lux_dark: FloatArray | None = None
 
 
 @dataclass(frozen=True)
@@ -447,6 +450,26 @@ def segment_dark(
     return dark
 
 
+def lux_switching(
+    layout: SiteLayout, lux: FloatArray | None, prev: FloatArray | None, dark_by_sun: BoolArray
+) -> tuple[BoolArray, FloatArray]:
+    """Where a segment's light sensor reads good: dark below ``lux_on_below``, light above
+    ``lux_off_above``, in between as it was (hysteresis; from the sun's rule when it had no
+    decision yet); elsewhere the sun decides. Returns (dark, the sensor decisions to keep)."""
+    if lux is None:
+        return dark_by_sun, np.full(dark_by_sun.shape, np.nan)
+    seg = layout.segments
+    before = prev if prev is not None else np.full(dark_by_sun.shape, np.nan)
+    before = np.where(np.isfinite(before), before, dark_by_sun.astype(float))
+    known = np.isfinite(lux)
+    with np.errstate(invalid="ignore"):
+        decided = np.where(
+            lux < seg.lux_on_below, 1.0, np.where(lux > seg.lux_off_above, 0.0, before)
+        )
+    dark = np.where(known, decided > 0.5, dark_by_sun)
+    return dark, np.where(known, decided, np.nan)
+
+
 def daylight_off(wish: FloatArray, dark: BoolArray) -> tuple[FloatArray, IntArray]:
     """Off (0 %) where the segment is not ``dark`` (:func:`segment_dark`), else the wish."""
     dim = np.where(dark, wish, 0.0)
@@ -488,6 +511,7 @@ class Policy:
             ),
             slot_veh=np.zeros(c),
             slot_covered_s=np.zeros(c),
+            lux_dark=np.full(self.layout.n_segments, np.nan),
             band_since_s=np.full(self.layout.n_segments, np.nan),
             segment_flow_veh_h=np.full(self.layout.n_segments, np.nan),
             segment_band=np.zeros(self.layout.n_segments, dtype=np.intp),
@@ -520,7 +544,10 @@ class Policy:
         if not np.isfinite(sun_deg):  # an observation built without the sun: compute it here
             sun_deg = sun_elevation_deg(lay, now)
         wish, curfewed = apply_curfews(lay, wish, band, now)
-        dim, dim_reason = daylight_off(wish, segment_dark(lay, par, now, sun_deg))
+        dark, lux_dark = lux_switching(
+            lay, obs.segment_lux, state.lux_dark, segment_dark(lay, par, now, sun_deg)
+        )
+        dim, dim_reason = daylight_off(wish, dark)
         dim_reason = np.where(curfewed & (dim_reason == Reason.TRAFFIC), Reason.CURFEW, dim_reason)
         setpoint, sp_reason, occupied = scheduled_heating(lay, now, obs.zone_ok)
         new_state = replace(
@@ -536,6 +563,7 @@ class Policy:
             slot_id=slot_id,
             slot_veh=slot_veh,
             slot_covered_s=slot_s,
+            lux_dark=lux_dark,
             band_since_s=band_since,
             sun_elevation_deg=sun_deg,
             segment_flow_veh_h=flow.segment_flow_veh_h,

@@ -138,6 +138,9 @@ class SegmentArrays:
     #: (S, B) the lowest level that delivers the band's class (the compliance threshold);
     #: padding +inf
     band_need_pct: FloatArray
+    lux: tuple[PointRef | None, ...]  # light sensor per segment
+    lux_on_below: FloatArray  # [lx]
+    lux_off_above: FloatArray  # [lx]
     on_offset_s: FloatArray  # switch on this long after dusk (negative: before) [s]
     off_offset_s: FloatArray  # switch off this long after dawn (negative: before) [s]
     #: (S, K) curfew windows in local minutes of the day (end < start: past midnight), the
@@ -357,6 +360,9 @@ class SiteLayout:
                 band_dim_pct=band_dim,
                 band_class=tuple(tuple(b.lighting_class for b in s.bands) for s in segs),
                 band_need_pct=band_need,
+                lux=tuple(s.lux for s in segs),
+                lux_on_below=np.array([s.lux_on_below for s in segs], dtype=float),
+                lux_off_above=np.array([s.lux_off_above for s in segs], dtype=float),
                 on_offset_s=np.array([s.on_offset_min * 60.0 for s in segs], dtype=float),
                 off_offset_s=np.array([s.off_offset_min * 60.0 for s in segs], dtype=float),
                 **_curfew_arrays(segs),

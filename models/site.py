@@ -886,6 +886,17 @@ class Segment(_Model):
         description="switch off this long after the sun rises above `daylight_elevation_deg` "
         "(negative: before) [min]",
     )
+    lux: PointRef | None = Field(
+        default=None,
+        description="a light sensor (measured illuminance [lx]) that, while its reading is good, "
+        "decides switching instead of the sun",
+    )
+    lux_on_below: float = Field(
+        default=30.0, gt=0, le=1000, description="with `lux`: switch on below this [lx]"
+    )
+    lux_off_above: float = Field(
+        default=60.0, gt=0, le=1000, description="with `lux`: switch off above this [lx]"
+    )
     curfews: list[Curfew] = Field(
         default_factory=list,
         description="reductions the lighting plan allows by time of night, never below the "
@@ -903,6 +914,10 @@ class Segment(_Model):
             raise ValueError("min_dim_pct is above max_dim_pct")
         if not self.min_dim_pct <= self.failsafe_dim_pct <= self.max_dim_pct:
             raise ValueError("failsafe_dim_pct must lie within [min_dim_pct, max_dim_pct]")
+        if self.lux_on_below >= self.lux_off_above:
+            raise ValueError(
+                "lux_on_below must be below lux_off_above (the gap is the switching hysteresis)"
+            )
         return self
 
     def band_levels_pct(self) -> list[float]:
@@ -1374,6 +1389,8 @@ def _cross_check(cfg: SiteConfig) -> Iterator[ConfigIssue]:
             yield from ref(("segments", i, "power"), s.power, want="any")
         if s.failed_lamps is not None:
             yield from ref(("segments", i, "failed_lamps"), s.failed_lamps, want="any")
+        if s.lux is not None:
+            yield from ref(("segments", i, "lux"), s.lux, want="any")
         if s.energy is not None:
             yield from ref(("segments", i, "energy"), s.energy, want="counter")
         channels: set[tuple[str, str]] = set()

@@ -115,6 +115,8 @@ class Observation:
     outdoor_temp_c : per building [°C], NaN where unknown
     sun_elevation_deg : apparent solar elevation at the site at ``ts`` [°]; the shell computes it
         (the simulator from an ephemeris precomputed for the whole run), NaN: not given
+    segment_lux : per segment the illuminance its light sensor measures [lx], NaN where it has
+        none or its reading is not good (then the sun decides); None: no sensors at all
     """
 
     ts: datetime
@@ -125,6 +127,7 @@ class Observation:
     segment_ok: BoolArray
     outdoor_temp_c: FloatArray = field(default_factory=lambda: np.zeros(0))
     sun_elevation_deg: float = float("nan")
+    segment_lux: FloatArray | None = None
 
 
 @dataclass(frozen=True, slots=True)

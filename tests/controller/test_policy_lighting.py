@@ -296,3 +296,26 @@ def test_no_sequence_lights_below_the_class_of_the_estimate_or_outside_the_bound
         # without flow a dark segment is at its fail-safe level
         unknown = dark & ~known
         assert (lit[unknown] == seg.failsafe_dim_pct[unknown]).all()
+
+
+# -- a light sensor instead of the sun ---------------------------------------------------------
+
+
+def test_a_light_sensor_switches_with_hysteresis_and_the_sun_takes_over_without_it(
+    demo_site: SiteConfig, demo_layout: SiteLayout
+) -> None:
+    """Lindenweg's sensor (on below 30 lx, off above 60 lx by default); the others have none."""
+    policy = Policy(demo_layout, demo_site.policy.model_copy(update=PLAIN))
+    at = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)  # 16:00 local: the sun is still up
+    assert sun_elevation_deg(demo_layout, at) > demo_site.policy.daylight_elevation_deg
+    state = policy.initial_state()
+    lit = []
+    for k, lux in enumerate([100.0, 45.0, 25.0, 45.0, 59.0, 70.0, float("nan")]):
+        now = at + timedelta(minutes=k)
+        o = obs(demo_layout, now, [k * 1.0] * 4)
+        o = Observation(**{**o.__dict__, "segment_lux": np.array([np.nan, np.nan, lux])})
+        state, wish = policy.step(state, o, now)
+        lit.append(bool(wish.dim_reason[2] != Reason.DAYLIGHT))
+        assert wish.dim_reason[0] == Reason.DAYLIGHT  # no sensor: the sun, which is up
+    # bright, in the gap (stays off), dark, in the gap (stays on), still in it, bright, sensor lost
+    assert lit == [False, False, True, True, True, False, False]

@@ -403,3 +403,10 @@ def test_a_curfew_by_class_needs_the_design_class(tmp_path: Path) -> None:
         load_site(path)
     hits = [i for i in info.value.issues if i.field == "segments.2.curfews.0.lighting_class"]
     assert len(hits) == 1 and "needs the segment's design_class" in hits[0].message
+
+
+def test_light_sensor_thresholds_must_leave_a_gap(tmp_path: Path) -> None:
+    old = "    design_class: P1\n"
+    _text, err = refused(tmp_path, old, old + "    lux_on_below: 50\n    lux_off_above: 40\n")
+    hits = [i for i in err.issues if i.field.startswith("segments.2")]
+    assert len(hits) == 1 and "lux_on_below must be below lux_off_above" in hits[0].message
