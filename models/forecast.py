@@ -126,7 +126,7 @@ class TrafficModel:
 
     kind: ModelKind
     timezone: str
-    subdivision: str
+    subdivision: str | None  # German state (NW); None: no holiday calendar
     training_start_utc: datetime
     training_end_utc: datetime  # exclusive: the hour after the last training hour
     n_training_h: int  # hours with a valid flow in the window
@@ -157,15 +157,16 @@ def _hours(times_utc: Datetime64Array | list[datetime]) -> npt.NDArray[np.int64]
 
 
 def calendar_features(
-    times_utc: Datetime64Array | list[datetime], timezone: str, subdivision: str
+    times_utc: Datetime64Array | list[datetime], timezone: str, subdivision: str | None
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], BoolArray]:
     """Per time: local hour of week (holidays as Sunday), local hour-of-day × day-kind index
-    (0–71), and whether it is a public holiday in Germany's ``subdivision`` (e.g. ``NW``)."""
+    (0–71), and whether it is a public holiday in Germany's ``subdivision`` (e.g. ``NW``; None:
+    no holidays, for counts from outside Germany such as the shipped ones)."""
     return _calendar(_hours(times_utc), timezone, subdivision)
 
 
 def _calendar(
-    hours: npt.NDArray[np.int64], timezone: str, subdivision: str
+    hours: npt.NDArray[np.int64], timezone: str, subdivision: str | None
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], BoolArray]:
     try:
         zone = ZoneInfo(timezone)
@@ -179,13 +180,16 @@ def _calendar(
     uniq, inv = np.unique(hours, return_inverse=True)
     local = [datetime.fromtimestamp(int(h) * 3600, UTC).astimezone(zone) for h in uniq]
     years = sorted({t.year for t in local})
-    try:
-        cal = holidays.country_holidays("DE", subdiv=subdivision, years=years)
-    except NotImplementedError as exc:
-        raise ForecastError(f"no German holiday calendar for {subdivision!r}") from exc
     wd = np.array([t.weekday() for t in local], np.int64)
     hod = np.array([t.hour for t in local], np.int64)
-    hol = np.array([date(t.year, t.month, t.day) in cal for t in local], bool)
+    if subdivision is None:
+        hol = np.zeros(uniq.size, bool)
+    else:
+        try:
+            cal = holidays.country_holidays("DE", subdiv=subdivision, years=years)
+        except NotImplementedError as exc:
+            raise ForecastError(f"no German holiday calendar for {subdivision!r}") from exc
+        hol = np.array([date(t.year, t.month, t.day) in cal for t in local], bool)
     week_day = np.where(hol, 6, wd)
     how = week_day * 24 + hod
     kind = np.where(week_day == 6, 2, np.where(week_day == 5, 1, 0))
@@ -250,7 +254,7 @@ def _design(
 
 
 def _fit_core(
-    hours: npt.NDArray[np.int64], y: FloatArray, timezone: str, subdivision: str
+    hours: npt.NDArray[np.int64], y: FloatArray, timezone: str, subdivision: str | None
 ) -> tuple[ModelKind, FloatArray, FloatArray, tuple[float, ...], float]:
     how, dk, hol = _calendar(hours, timezone, subdivision)
     how_mean, dk_mean = _profiles(how, dk, y)
@@ -279,7 +283,7 @@ def _predict_core(
     hist_hours: npt.NDArray[np.int64],
     hist_veh_h: FloatArray,
     timezone: str,
-    subdivision: str,
+    subdivision: str | None,
 ) -> FloatArray:
     how, dk, hol = _calendar(hours, timezone, subdivision)
     if kind is ModelKind.HOUR_OF_WEEK_MEAN:
@@ -304,7 +308,7 @@ def fit(
     counts_veh_h: FloatArray,
     *,
     timezone: str = "Europe/Berlin",
-    subdivision: str = "NW",
+    subdivision: str | None = "NW",
     holdout_h: int = HOLDOUT_H,
 ) -> TrafficModel:
     """Fit a forecast to hourly flows [veh/h] at whole UTC hours (NaN = not measured).
@@ -452,7 +456,7 @@ def from_json(text: str) -> TrafficModel:
         model = TrafficModel(
             kind=ModelKind(d["kind"]),
             timezone=str(d["timezone"]),
-            subdivision=str(d["subdivision"]),
+            subdivision=None if d["subdivision"] is None else str(d["subdivision"]),
             training_start_utc=datetime.fromisoformat(d["training_start_utc"]),
             training_end_utc=datetime.fromisoformat(d["training_end_utc"]),
             n_training_h=int(d["n_training_h"]),
