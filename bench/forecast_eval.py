@@ -14,7 +14,12 @@ quarter's count). The policy takes the larger of measured and forecast flow, so 
 measured-flow rule in place the forecast alone never causes under-lighting; this share is what it
 would be if the forecast chose the band by itself.
 
-Usage: python bench/forecast_eval.py [--test-days 7] [--min-mean-veh-h 0]
+The shipped counts are not from Germany: 2024-05-01 and 2024-05-09 (NW holidays) were ordinary
+working days there, so the run with the NW calendar (``nw_holidays``, as deployed in Hagen) is
+beside one without a holiday calendar (``no_holidays``); ``per_day`` shows each day's figures
+(2024-05-10 is an anomaly of the data set: flow moves between detectors 18, 19 and 20).
+
+Usage: python bench/forecast_eval.py [--test-days 7] [--min-mean-veh-h 0] [--per-detector]
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ Features of an hour ``t`` (local wall-clock time of the site's zone):
 
 A ridge regression (scikit-learn) weighs these features. With fewer than
 :data:`MIN_TRAINING_H` valid hours the model is :attr:`ModelKind.HOUR_OF_WEEK_MEAN`: the
-forecast is the hour-of-week mean (hours of the week never seen fall back to their hour of day,
-then to the overall mean).
+forecast is the hour-of-week mean (hours of the week never seen fall back to the same hour on
+their kind of day, then to their hour of day, then to the overall mean).
 
 School holidays are not a feature: the project has no table of them (the ``holidays`` package has
 none for Germany); add one as a further calendar flag when it exists.
@@ -209,7 +209,8 @@ def _group_mean(idx: npt.NDArray[np.int64], y: FloatArray, n: int) -> tuple[Floa
 def _profiles(
     how: npt.NDArray[np.int64], dk: npt.NDArray[np.int64], y: FloatArray
 ) -> tuple[FloatArray, FloatArray]:
-    """Hour-of-week and hour × day-kind means, gaps filled by hour of day, then the overall mean."""
+    """Hour-of-week and hour × day-kind means; an hour of the week never seen takes its hour ×
+    day-kind mean, one of those never seen its hour-of-day mean, then the overall mean."""
     ok = np.isfinite(y)
     overall = float(y[ok].mean()) if ok.any() else 0.0
     hs, hc = _group_mean(how % 24, y, 24)
