@@ -180,8 +180,8 @@ CREATE TABLE IF NOT EXISTS overrides (
     id             INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, also after a delete
     target         TEXT    NOT NULL,  -- 'segment' | 'zone'
     target_id      TEXT    NOT NULL,
-    value          REAL,              -- level [%] or setpoint [degC]; NULL: by lighting_class
-    lighting_class TEXT,              -- EN 13201-2 class; NULL: by value
+    value          REAL,              -- level [%] or setpoint [degC], NULL: by lighting_class
+    lighting_class TEXT,              -- EN 13201-2 class, NULL: by value
     start          INTEGER NOT NULL,  -- UTC epoch ms, inclusive
     "end"          INTEGER NOT NULL,  -- UTC epoch ms, exclusive
     reason         TEXT    NOT NULL,
