@@ -92,7 +92,7 @@ def _class_level(site: SiteConfig, segment_id: str, name: str, lo: float) -> flo
         need = dim_pct_for_class(wanted, design)
     except ValueError:
         raise OverrideClassRefused(
-            f"class {wanted.name} is not of segment {segment_id!r}'s family "
+            f"class {wanted.name} is not of the family of segment {segment_id!r} "
             f"({design.family}, design class {design.name})"
         ) from None
     return need if need == 0 else max(need, lo)
@@ -142,7 +142,7 @@ def resolve_override(
     off = value == 0 and off_allowed
     if not off and not lo <= value <= hi:
         allowed = f"[{lo:g}, {hi:g}] {unit}" + (" or 0 (off)" if off_allowed else "")
-        raise OverrideOutOfBounds(f"{what} is outside {kind} {target_id!r}'s bounds {allowed}")
+        raise OverrideOutOfBounds(f"{what} is outside the bounds {allowed} of {kind} {target_id!r}")
     return Override(
         target=kind,
         id=target_id,
