@@ -531,13 +531,15 @@ class SqliteHistory(SqliteFile):
 
         ``at`` None: all of them, ended and cancelled ones too. ``at`` given: those in force at
         ``at`` (``start <= at < end``); with ``upcoming`` also those that start later — every
-        override not yet ended at ``at``, what a starting runtime loads.
+        override not yet ended at ``at``, what a starting runtime loads (one cancelled before
+        it started never is).
         """
         _check_limit(limit)
         where: list[tuple[str, Any]] = []
         if at is not None:
             at_ms = self._to_epoch_ms(at)
             where.append(('"end" > ?', at_ms))
+            where.append(('"end" - start > ?', 0))  # not cancelled before it started
             if not upcoming:
                 where.append(("start <= ?", at_ms))
         rows = self._select(

@@ -79,6 +79,8 @@ def test_an_upcoming_override_cancelled_never_takes_effect(store: SqliteHistory)
     cancelled = store.cancel_override(o.id, T0)
     assert cancelled.end == cancelled.start == T0 + H
     assert store.overrides(T0 + 1.5 * H) == []
+    assert store.overrides(T0, upcoming=True) == []
+    assert store.overrides() == [cancelled]
 
 
 @pytest.mark.parametrize(
