@@ -11,7 +11,7 @@ import pytest
 from laterne.controller.clock import ManualClock
 from laterne.controller.overrides import OverrideOutOfBounds, UnknownOverrideTarget
 from laterne.controller.runtime import Runtime
-from laterne.drivers.history.sqlite_store import SqliteHistory
+from laterne.drivers.history.sqlite_store import HistoryError, SqliteHistory
 from laterne.models.site import SiteConfig
 from laterne.models.values import Override, OverrideRequest, Reason
 
@@ -70,4 +70,29 @@ async def test_a_stored_override_the_site_no_longer_accepts_is_skipped(
         assert caplog.text.count("stored override 1 not applied") == 1  # logged once
         runtime.cancel_override(kept.id)
         assert runtime.overrides == ()
+        await runtime.close()
+
+
+async def test_an_unreadable_history_keeps_the_last_set(
+    demo_site: SiteConfig, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    clock = ManualClock(NIGHT)
+    with SqliteHistory(tmp_path / "h.sqlite") as history:
+        runtime = Runtime(demo_site, fakes(demo_site), history, clock)
+        runtime.set_overrides([_override("bahnhofstr", 90.0)])
+
+        def locked(*_args: object, **_kwargs: object) -> list[object]:
+            raise HistoryError("history h.sqlite: database is locked")
+
+        monkeypatch.setattr(history, "overrides", locked)
+        caplog.set_level(logging.INFO, logger="laterne.runtime")
+        await cycles(runtime, clock, 8)
+        assert [o.id for o in runtime.overrides] == ["bahnhofstr"]
+        assert caplog.text.count("cannot read the overrides") == 1
+        cmds = runtime.commands
+        assert cmds is not None and cmds.dim_reason[0] == Reason.OVERRIDE
+        monkeypatch.undo()
+        await cycles(runtime, clock, 4)
+        assert "overrides readable again" in caplog.text
         await runtime.close()
