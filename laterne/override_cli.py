@@ -170,6 +170,8 @@ def add(
             finish = begin + parse_duration(for_)
         except ValueError as exc:
             _fail(f"--for: {exc}")
+    if finish <= now:
+        _fail(f"the override would end {finish.isoformat()}, in the past: nothing to do")
     request = OverrideRequest(kind, target_id, begin, finish, value, lighting, reason, author)
     try:
         resolved = resolve_override(site, SiteLayout.from_config(site), request)

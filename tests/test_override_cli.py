@@ -72,6 +72,8 @@ def test_add_list_cancel_round_trip(db: Path) -> None:
         (["--segment", "bahnhofstr", "--level", "50", "--start", FUTURE, "--end", FUTURE],
          "not after its start"),
         (["--segment", "bahnhofstr", "--level", "50"], "exactly one of --end"),
+        (["--segment", "bahnhofstr", "--level", "50", "--start", "2020-01-01T20:00", "--for",
+          "1h"], "in the past"),
         (["--segment", "bahnhofstr", "--level", "50", "--for", "soon"], "--for: not a duration"),
         (["--segment", "bahnhofstr", "--level", "50", "--end", "tonight"], "--end: not an ISO"),
         (["--segment", "bahnhofstr", "--for", "1h"], "exactly one of --level PCT and --class"),
