@@ -301,7 +301,8 @@ class Runtime:
             records = await asyncio.wait_for(asyncio.to_thread(read), OVERRIDES_RELOAD_WAIT_S)
         except (HistoryError, TimeoutError) as exc:
             if not self._overrides_unreadable:
-                log.warning("cannot read the overrides (%s); keeping the last set", exc or "slow")
+                why = str(exc) or f"no answer within {OVERRIDES_RELOAD_WAIT_S:g} s"
+                log.warning("cannot read the overrides (%s); keeping the last set", why)
                 self._overrides_unreadable = True
             return
         self._apply_override_records(records, now)
