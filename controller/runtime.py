@@ -28,6 +28,12 @@ Keeps controlling:
 - **A restart resumes.** The policy's state is saved every ``STATE_SAVE_EVERY_S`` and resumed
   at start when it belongs to the same layout and is younger than the flow window; otherwise the
   policy starts cold (and steps no band down until its estimate is warm).
+- **Overrides survive a restart and reach a running controller.** They live in the history
+  (``add_override``, ``cancel_override``, ``set_overrides`` write there first); the runtime loads
+  every one not yet ended at start and reloads them every ``OVERRIDES_RELOAD_EVERY_S``, so one
+  stored by ``laterne override`` (another process) takes effect within that time. A stored
+  override the site no longer accepts (a segment removed, bounds narrowed) is skipped with a
+  warning; a history that cannot be read keeps the last set.
 - **The loop reports on itself** (:class:`~laterne.controller.loop.LoopMonitor`): last
   successful cycle, consecutive failures and the last error, for the health endpoint.
 """
@@ -46,7 +52,15 @@ from laterne.drivers.field.base import DeviceClient
 from laterne.drivers.history.sqlite_store import HistoryError
 from laterne.models.layout import SiteLayout
 from laterne.models.site import SiteConfig
-from laterne.models.values import Commands, DeviceState, FloatArray, Override, PointReading
+from laterne.models.snapshot import OverrideRecord
+from laterne.models.values import (
+    Commands,
+    DeviceState,
+    FloatArray,
+    Override,
+    OverrideRequest,
+    PointReading,
+)
 
 from .clock import Clock
 from .compliance_record import ComplianceTally, initial_record, record_step
@@ -54,17 +68,18 @@ from .cycle import ControlPolicy, decide
 from .faults import FaultParams, FaultState, evaluate_faults, initial_fault_state
 from .loop import LoopMonitor
 from .observe import ReadingKey, build_observation, measured_segment_power_w
+from .overrides import OverrideRefused, resolve_override
 from .policy import Policy, PolicyState
 from .poller import DeviceTable, Poller, PollSchedule
 from .readmodel import CycleResult, ReadModel
 from .recorder import HistorySink, Recorder, StoreQueue
 from .resume import ResumeRefused, dump_state, layout_fingerprint, load_state
-from .safety import override_arrays
 from .store import HistoryMirror, HistoryStore
 from .writer import RESEND_MAX_DELAY_S, RESENDS_BEFORE_FAULTY, Writer, commands_to_writes
 
 __all__ = [
     "COMPACT_EVERY_S",
+    "OVERRIDES_RELOAD_EVERY_S",
     "RECORD_WAIT_S",
     "RESENDS_BEFORE_FAULTY",
     "RESEND_MAX_DELAY_S",
@@ -82,6 +97,10 @@ COMPACT_EVERY_S = 3600.0
 RECORD_WAIT_S = 1.0
 #: how often the policy's state is saved for a restart [s of clock time]
 STATE_SAVE_EVERY_S = 60.0
+#: how often the overrides are read again from the history [s of clock time]
+OVERRIDES_RELOAD_EVERY_S = 30.0
+#: how long a cycle waits for that read [s of real time]; longer: the last set stays
+OVERRIDES_RELOAD_WAIT_S = 1.0
 #: how long a stop may wait for the history's queue to be written [s of real time]
 CLOSE_FLUSH_S = 10.0
 
@@ -141,11 +160,14 @@ class Runtime:
         self.policy: ControlPolicy[PolicyState] = (
             policy if policy is not None else Policy(self.layout, site.policy)
         )
-        self._overrides: tuple[Override, ...] = ()
         self._record = initial_record(self.layout)
         self._tally = ComplianceTally.empty(self.layout)
         self._clients = clients
         self._history = history
+        self._overrides: tuple[Override, ...] = ()
+        self._refused_overrides: frozenset[int] = frozenset()
+        self._overrides_unreadable = False
+        self._overrides_loaded_at: datetime | None = None
         mirrors = tuple(mirrors)
         queues = [StoreQueue("sqlite", history)]
         queues += [StoreQueue(f"mirror {i + 1}", m) for i, m in enumerate(mirrors)]
@@ -156,6 +178,7 @@ class Runtime:
         self._loop = LoopMonitor(clock, site.policy.cycle_s)
         self._fingerprint = layout_fingerprint(self.layout)
         self._state: PolicyState = self._resume(now)
+        self._reload_overrides_now(now)
         self._last_state_save: datetime | None = None
         self._commands: Commands | None = None
         self._stale_after_s = {d.id: d.stale_after_s for d in site.devices}  # one rule
@@ -191,18 +214,63 @@ class Runtime:
         return self._commands
 
     def set_overrides(self, overrides: Sequence[Override]) -> None:
-        """The overrides the next cycles apply (each only while in force); replaces the old set.
+        """Replace the stored overrides: every one not yet ended is cancelled now, these are
+        stored and applied by the next cycles (each only while in force).
 
         Raises
         ------
-        UnknownOverrideTarget
-            one names a segment or zone this site does not have (nothing is changed).
+        OverrideRefused
+            one names a segment or zone this site does not have, or lies outside its bounds,
+            or ends before it starts (nothing is changed).
+        HistoryError
+            the history failed (what was written before the failure stays written).
         """
-        override_arrays(self.layout, overrides, self._clock.now())  # refuses unknown targets
-        self._overrides = tuple(overrides)
+        requests = [
+            OverrideRequest(o.target, o.id, o.start, o.end, o.value, None, o.reason, o.author)
+            for o in overrides
+        ]
+        for r in requests:
+            resolve_override(self.site, self.layout, r)  # refuses before anything is written
+        now = self._clock.now()
+        for record in self._history.overrides(now, upcoming=True):
+            self._history.cancel_override(record.id, now)
+        for r in requests:
+            self._history.add_override(r, now)
+        self._reload_overrides_now(now, strict=True)
+
+    def add_override(self, request: OverrideRequest) -> OverrideRecord:
+        """Check ``request`` against the site, store it and apply it from the next cycle.
+
+        Raises
+        ------
+        OverrideRefused
+            the site has no such target, the value (or the class's level) is outside its
+            bounds, the class cannot be delivered, or it ends before it starts.
+        HistoryError
+            the history failed; nothing is applied.
+        """
+        resolve_override(self.site, self.layout, request)
+        now = self._clock.now()
+        record = self._history.add_override(request, now)
+        self._reload_overrides_now(now, strict=True)
+        return record
+
+    def cancel_override(self, override_id: int) -> OverrideRecord:
+        """End a stored override now; the next cycle no longer applies it.
+
+        Raises
+        ------
+        the history's typed errors (the SQLite history: ``OverrideNotFound``,
+        ``OverrideAlreadyEnded``, ``HistoryError``).
+        """
+        now = self._clock.now()
+        record = self._history.cancel_override(override_id, now)
+        self._reload_overrides_now(now, strict=True)
+        return record
 
     @property
     def overrides(self) -> tuple[Override, ...]:
+        """The overrides the next cycles apply (loaded from the history), oldest start first."""
         return self._overrides
 
     @property
@@ -210,10 +278,63 @@ class Runtime:
         """Lamp and driver faults and burning hours as of the last cycle."""
         return self._faults
 
+    def _reload_overrides_now(self, now: datetime, *, strict: bool = False) -> None:
+        """Read the overrides not yet ended from the history and apply the acceptable ones.
+        ``strict``: a history error is raised (an operator's call), else logged once."""
+        try:
+            records = self._history.overrides(now, upcoming=True)
+        except HistoryError as exc:
+            if strict:
+                raise
+            if not self._overrides_unreadable:
+                log.warning("cannot read the overrides (%s); keeping the last set", exc)
+                self._overrides_unreadable = True
+            return
+        self._apply_override_records(records, now)
+
+    def _apply_override_records(self, records: Sequence[OverrideRecord], now: datetime) -> None:
+        if self._overrides_unreadable:
+            log.info("overrides readable again")
+            self._overrides_unreadable = False
+        self._overrides_loaded_at = now
+        applied: list[Override] = []
+        refused: set[int] = set()
+        for record in records:
+            try:
+                applied.append(resolve_override(self.site, self.layout, record))
+            except OverrideRefused as exc:
+                refused.add(record.id)
+                if record.id not in self._refused_overrides:
+                    log.warning("stored override %d not applied: %s", record.id, exc)
+        self._refused_overrides = frozenset(refused)
+        new = tuple(applied)
+        if new != self._overrides:
+            log.info("%d override(s) in force or upcoming", len(new))
+        self._overrides = new
+
+    async def _maybe_reload_overrides(self, now: datetime) -> None:
+        """Every OVERRIDES_RELOAD_EVERY_S, read the overrides in a worker thread (a history
+        busy compacting must not hold the cycle: after OVERRIDES_RELOAD_WAIT_S it goes on)."""
+        last = self._overrides_loaded_at
+        if last is not None and (now - last).total_seconds() < OVERRIDES_RELOAD_EVERY_S:
+            return
+        self._overrides_loaded_at = now  # also on failure: try again in the next period
+        read = partial(self._history.overrides, now, upcoming=True)
+        try:
+            records = await asyncio.wait_for(asyncio.to_thread(read), OVERRIDES_RELOAD_WAIT_S)
+        except (HistoryError, TimeoutError) as exc:
+            if not self._overrides_unreadable:
+                why = str(exc) or f"no answer within {OVERRIDES_RELOAD_WAIT_S:g} s"
+                log.warning("cannot read the overrides (%s); keeping the last set", why)
+                self._overrides_unreadable = True
+            return
+        self._apply_override_records(records, now)
+
     # --------------------------------------------------------------------------- the cycle
 
     async def run_cycle(self) -> CycleReport:
         now = self._clock.now()
+        await self._maybe_reload_overrides(now)
         t0 = time.perf_counter()
         polled = await self._poller.poll_due(now)
         t1 = time.perf_counter()

@@ -55,6 +55,8 @@ from laterne.models.values import (
     Reason,
 )
 
+from .overrides import UnknownOverrideTarget
+
 __all__ = [
     "SafetyViolation",
     "UnknownOverrideTarget",
@@ -66,10 +68,6 @@ __all__ = [
 
 class SafetyViolation(RuntimeError):
     """Commands left the filter outside their bounds: a bug in this file, never sent."""
-
-
-class UnknownOverrideTarget(ValueError):
-    """An override names a segment or zone the site does not have."""
 
 
 def _override_values(

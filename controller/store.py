@@ -19,8 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from laterne.models.snapshot import CommandRecord, DriftRecord, MirrorStatus
-from laterne.models.values import DeviceState, PointReading
+from laterne.models.snapshot import CommandRecord, DriftRecord, MirrorStatus, OverrideRecord
+from laterne.models.values import DeviceState, OverrideRequest, PointReading
 
 from .recorder import DriftSink, HistorySink, StateSink
 
@@ -86,7 +86,8 @@ class CompactionReport(Protocol):
 
 class HistoryStore(HistorySink, DriftSink, StateSink, Protocol):
     """The embedded history: takes every record, answers the read model's queries, compacts,
-    and keeps the policy state for a restart."""
+    keeps the policy state for a restart, and the operators' overrides (written synchronously,
+    not through the recorder: an operator waits for the id)."""
 
     @property
     def path(self) -> Path:
@@ -148,6 +149,22 @@ class HistoryStore(HistorySink, DriftSink, StateSink, Protocol):
         aggregate_retention_days: float = 3650,
     ) -> CompactionReport:
         """Fold raw readings older than the retention into aggregates; drop old aggregates."""
+        ...
+
+    def add_override(self, request: OverrideRequest, created_at: datetime) -> OverrideRecord:
+        """Store an operator's override (already checked against the site); its record."""
+        ...
+
+    def overrides(
+        self, at: datetime | None = None, *, upcoming: bool = False, limit: int = 1000
+    ) -> list[OverrideRecord]:
+        """Stored overrides, oldest start first: all (``at`` None), those in force at ``at``,
+        or with ``upcoming`` every one not yet ended at ``at``."""
+        ...
+
+    def cancel_override(self, override_id: int, now: datetime) -> OverrideRecord:
+        """End an override at ``now``; its record as it is now. Unknown id or already ended:
+        the store's typed error."""
         ...
 
 

@@ -277,6 +277,10 @@ from .simulate_cli import register as register_simulate  # noqa: E402  (laterne 
 
 register_simulate(app)
 
+from .override_cli import register as register_override  # noqa: E402  (laterne override)
+
+register_override(app)
+
 
 def main() -> None:
     app()

@@ -36,6 +36,7 @@ __all__ = [
     "HistoryStatus",
     "LoopStatus",
     "MirrorStatus",
+    "OverrideRecord",
     "PointView",
     "QueueStatus",
     "SegmentView",
@@ -180,6 +181,27 @@ class DriftRecord(_View):
     detail: str
     attempt: int  # consecutive polls with this drift (1 = first seen)
     resent: bool  # the command was re-sent this cycle (False: backing off)
+
+
+class OverrideRecord(_View):
+    """An operator's override as the history keeps it: ``value`` (a level [%] or setpoint [°C])
+    or ``lighting_class`` (a segment's EN 13201-2 class, resolved to its level by the runtime),
+    in force for ``start <= t < end``; ``cancelled_at`` is when it was ended early."""
+
+    id: int
+    target: str  # "segment" | "zone"
+    target_id: str
+    value: float | None
+    lighting_class: str | None
+    start: datetime
+    end: datetime
+    reason: str
+    author: str
+    created_at: datetime
+    cancelled_at: datetime | None = None
+
+    def active(self, now: datetime) -> bool:
+        return self.start <= now < self.end
 
 
 class DeviceStateRecord(_View):

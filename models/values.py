@@ -27,6 +27,7 @@ __all__ = [
     "IntArray",
     "Observation",
     "Override",
+    "OverrideRequest",
     "PointReading",
     "PointWrite",
     "Quality",
@@ -149,6 +150,25 @@ class Override:
 
     def active(self, now: datetime) -> bool:
         return self.start <= now < self.end
+
+
+@dataclass(frozen=True, slots=True)
+class OverrideRequest:
+    """An override as an operator asks for it, before it is stored (which gives it an id).
+
+    ``target`` and ``target_id`` as in :class:`Override`. Exactly one of ``value`` (a dim level
+    [%] or a setpoint [°C]) and ``lighting_class`` (segments only: an EN 13201-2 class the
+    runtime turns into the segment's level) is given. In force for ``start <= now < end``.
+    """
+
+    target: str
+    target_id: str
+    start: datetime
+    end: datetime
+    value: float | None = None
+    lighting_class: str | None = None
+    reason: str = ""
+    author: str = ""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -23,13 +23,19 @@ from asyncua import Client, ua
 from pymodbus.client import AsyncModbusTcpClient
 
 from laterne.controller.clock import ManualClock
-from laterne.controller.runtime import RESEND_MAX_DELAY_S, RESENDS_BEFORE_FAULTY, Runtime
+from laterne.controller.overrides import OverrideRefused
+from laterne.controller.runtime import (
+    OVERRIDES_RELOAD_EVERY_S,
+    RESEND_MAX_DELAY_S,
+    RESENDS_BEFORE_FAULTY,
+    Runtime,
+)
 from laterne.drivers.field.base import DeviceClient
 from laterne.drivers.field.factory import build_clients
 from laterne.drivers.field.opcua import OpcUaDevice
 from laterne.drivers.history.sqlite_store import SqliteHistory
 from laterne.models.site import ModbusEndpoint, OpcUaEndpoint, SiteConfig
-from laterne.models.values import PointReading, Quality, Reason
+from laterne.models.values import OverrideRequest, PointReading, Quality, Reason
 from laterne.simulations.emulator import SiteEmulator
 
 from .test_end_to_end import CYCLE_S, accelerated
@@ -382,3 +388,60 @@ async def test_a_saved_state_of_another_layout_is_not_resumed(
     assert "segments, counters or zones changed" in caplog.text
     assert np.isnan(rig.runtime.policy_state.flow_veh_h).all()
     await asyncio.sleep(0)
+
+
+# -- overrides -----------------------------------------------------------------------------------
+
+
+async def test_an_override_stored_before_a_restart_is_applied_after_it(rig: Rig) -> None:
+    """An operator's overrides live in the history: the controller that starts on the same file
+    applies them from its first cycle, level and class alike, and the lamps follow."""
+    for _ in range(2):
+        await rig.cycle()
+    now = rig.clock.now()
+    until = now + timedelta(hours=3)
+    rig.runtime.add_override(
+        OverrideRequest("segment", "bahnhofstr", now, until, 88.0, None, "event", "ops")
+    )
+    rig.runtime.add_override(
+        OverrideRequest("segment", "lindenweg", now, until, None, "P2", "police", "ops")
+    )
+    with pytest.raises(OverrideRefused, match="outside the bounds"):
+        rig.runtime.add_override(OverrideRequest("segment", "elberfelder", now, until, 120.0))
+    await rig.restart()
+    assert [(o.id, o.value) for o in rig.runtime.overrides] == [
+        ("bahnhofstr", 88.0),
+        ("lindenweg", pytest.approx(100 * 10 / 15, abs=0.1)),  # P2 of design P1
+    ]
+    await rig.cycle()
+    cmds = rig.runtime.commands
+    assert cmds is not None
+    index = rig.runtime.layout.segments.ids.index
+    for seg in ("bahnhofstr", "lindenweg"):
+        assert cmds.dim_reason[index(seg)] == Reason.OVERRIDE
+    assert cmds.dim_reason[index("elberfelder")] != Reason.OVERRIDE
+    assert await _dim_register(rig, "seg-bahnhofstr") == 880
+    assert await _dim_register(rig, "seg-lindenweg") == round(cmds.dim_pct[index("lindenweg")] * 10)
+
+
+async def test_an_override_from_another_process_reaches_the_running_controller(rig: Rig) -> None:
+    """`laterne override` writes to the history file from another process; the running
+    controller picks it up within OVERRIDES_RELOAD_EVERY_S, and a cancel ends it."""
+    await rig.cycle()
+    now = rig.clock.now()
+    with SqliteHistory(rig.path) as other:
+        stored = other.add_override(
+            OverrideRequest("zone", "school.gym", now, now + timedelta(hours=2), 22.0), now
+        )
+    cycles = int(OVERRIDES_RELOAD_EVERY_S // CYCLE_S) + 1
+    for _ in range(cycles):
+        await rig.cycle()
+    cmds = rig.runtime.commands
+    gym = rig.runtime.layout.zones.ids.index("school.gym")
+    assert cmds is not None and cmds.setpoint_reason[gym] == Reason.OVERRIDE
+    assert cmds.setpoint_c[gym] == 22.0
+    rig.runtime.cancel_override(stored.id)
+    assert rig.runtime.overrides == ()
+    await rig.cycle()
+    cmds = rig.runtime.commands
+    assert cmds is not None and cmds.setpoint_reason[gym] != Reason.OVERRIDE

@@ -28,9 +28,12 @@ Schema (version :data:`SCHEMA_VERSION`, recorded in table ``schema_version``)::
                mean, min, max, last NULL=no good value, last_ts)          -- since version 2
     drift_events(ts, device_id, point, commanded, actual NULL=none, detail, attempt, resent)
     policy_state(id = 1, ts, fingerprint, payload)   -- one row: the newest saved state, v3
+    overrides(id AUTOINCREMENT, target, target_id, value NULL=by class, lighting_class NULL,
+              start, end, reason, author, created_at, cancelled_at NULL)      -- since v4
 
 Migrations run in place, in one transaction, when a file is opened: version 1 → 2 adds the
-``aggregates`` table, 2 → 3 the drift events and the saved policy state. A file of a newer
+``aggregates`` table, 2 → 3 the drift events and the saved policy state, 3 → 4 the operators'
+overrides. A file of a newer
 version than this code knows is refused.
 
 Locks. The busy timeout is short (:data:`BUSY_TIMEOUT_S`): when another process holds the file
@@ -56,6 +59,8 @@ million rows take seconds, not minutes.
   ``aggregate_minutes`` starts new rows of the new width instead of merging unequal buckets.
 - Aggregates whose bucket *ends* before ``now - aggregate_retention_days`` are deleted.
 - **Commands and device states are never deleted**: they are the audit trail of what was done.
+  Nor are overrides: cancelling one sets its ``end`` to the time of cancelling (and
+  ``cancelled_at``); the row stays.
 
 File size. New files are created with ``auto_vacuum = INCREMENTAL``; after a compaction that freed
 pages, ``PRAGMA incremental_vacuum`` returns them to the file system and a
@@ -75,8 +80,8 @@ from datetime import datetime
 from typing import Any
 
 from laterne.drivers.history._sqlite import SqliteFile, from_epoch_ms, reclaim_space, transaction
-from laterne.models.snapshot import CommandRecord, DriftRecord
-from laterne.models.values import DeviceState, PointReading, Quality
+from laterne.models.snapshot import CommandRecord, DriftRecord, OverrideRecord
+from laterne.models.values import DeviceState, OverrideRequest, PointReading, Quality
 
 __all__ = [
     "BUSY_TIMEOUT_S",
@@ -84,11 +89,13 @@ __all__ = [
     "Aggregate",
     "CompactReport",
     "HistoryError",
+    "OverrideAlreadyEnded",
+    "OverrideNotFound",
     "SavedState",
     "SqliteHistory",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: a write waits this long for another process's lock before it fails [s]
 BUSY_TIMEOUT_S = 1.0
 
@@ -167,6 +174,24 @@ CREATE TABLE IF NOT EXISTS policy_state (
     fingerprint TEXT    NOT NULL,  -- the site layout it belongs to
     payload     TEXT    NOT NULL   -- JSON
 );
+""",
+    3: """
+CREATE TABLE IF NOT EXISTS overrides (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, also after a delete
+    target         TEXT    NOT NULL,  -- 'segment' | 'zone'
+    target_id      TEXT    NOT NULL,
+    value          REAL,              -- level [%] or setpoint [degC], NULL: by lighting_class
+    lighting_class TEXT,              -- EN 13201-2 class, NULL: by value
+    start          INTEGER NOT NULL,  -- UTC epoch ms, inclusive
+    "end"          INTEGER NOT NULL,  -- UTC epoch ms, exclusive
+    reason         TEXT    NOT NULL,
+    author         TEXT    NOT NULL,
+    created_at     INTEGER NOT NULL,
+    cancelled_at   INTEGER,           -- NULL: not cancelled
+    CHECK ((value IS NULL) <> (lighting_class IS NULL)),
+    CHECK ("end" >= start)  -- equal: cancelled before it started
+);
+CREATE INDEX IF NOT EXISTS overrides_end ON overrides ("end");
 """,
 }
 
@@ -267,6 +292,37 @@ class HistoryError(Exception):
 
     The underlying :class:`sqlite3.Error`, when there is one, is the ``__cause__``.
     """
+
+
+class OverrideNotFound(LookupError):
+    """No override with this id is stored."""
+
+
+class OverrideAlreadyEnded(ValueError):
+    """The override asked to be cancelled has already ended (or was cancelled before)."""
+
+
+_OVERRIDE_COLUMNS = (
+    'id, target, target_id, value, lighting_class, start, "end", reason, author, created_at, '
+    "cancelled_at"
+)
+
+
+def _override_record(row: tuple[Any, ...]) -> OverrideRecord:
+    oid, target, target_id, value, cls, start, end, reason, author, created, cancelled = row
+    return OverrideRecord(
+        id=oid,
+        target=target,
+        target_id=target_id,
+        value=value,
+        lighting_class=cls,
+        start=from_epoch_ms(start),
+        end=from_epoch_ms(end),
+        reason=reason,
+        author=author,
+        created_at=from_epoch_ms(created),
+        cancelled_at=None if cancelled is None else from_epoch_ms(cancelled),
+    )
 
 
 def _nan_to_null(value: float) -> float | None:
@@ -423,6 +479,105 @@ class SqliteHistory(SqliteFile):
             " payload = excluded.payload",
             [(self._to_epoch_ms(ts), fingerprint, payload)],
         )
+
+    # -- overrides --------------------------------------------------------------------------
+
+    def add_override(self, request: OverrideRequest, created_at: datetime) -> OverrideRecord:
+        """Store an operator's override; its record (with the new id) is returned.
+
+        Raises
+        ------
+        ValueError
+            Naive times, ``end <= start``, or not exactly one of ``value`` and
+            ``lighting_class``, or a NaN value; nothing is stored. (Whether the site has the
+            target and the value is within its bounds is the runtime's check, not the store's.)
+        """
+        start_ms, end_ms = self._to_epoch_ms(request.start), self._to_epoch_ms(request.end)
+        created_ms = self._to_epoch_ms(created_at)
+        if end_ms <= start_ms:
+            raise ValueError(
+                f"override end {request.end.isoformat()} is not after its start "
+                f"{request.start.isoformat()}"
+            )
+        if (request.value is None) == (request.lighting_class is None):
+            raise ValueError("an override needs exactly one of value and lighting_class")
+        if request.value is not None and not math.isfinite(request.value):
+            raise ValueError(f"override value {request.value} is not a finite number")
+        with self._locked() as conn, transaction(conn):
+            cur = conn.execute(
+                "INSERT INTO overrides (target, target_id, value, lighting_class, start, \"end\","
+                " reason, author, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    request.target,
+                    request.target_id,
+                    request.value,
+                    request.lighting_class,
+                    start_ms,
+                    end_ms,
+                    request.reason,
+                    request.author,
+                    created_ms,
+                ),
+            )
+            row = conn.execute(
+                f"SELECT {_OVERRIDE_COLUMNS} FROM overrides WHERE id = ?", (cur.lastrowid,)
+            ).fetchone()
+        return _override_record(row)
+
+    def overrides(
+        self, at: datetime | None = None, *, upcoming: bool = False, limit: int = 1000
+    ) -> list[OverrideRecord]:
+        """Stored overrides, by start then id (oldest first).
+
+        ``at`` None: all of them, ended and cancelled ones too. ``at`` given: those in force at
+        ``at`` (``start <= at < end``); with ``upcoming`` also those that start later — every
+        override not yet ended at ``at``, what a starting runtime loads (one cancelled before
+        it started never is).
+        """
+        _check_limit(limit)
+        where: list[tuple[str, Any]] = []
+        if at is not None:
+            at_ms = self._to_epoch_ms(at)
+            where.append(('"end" > ?', at_ms))
+            where.append(('"end" - start > ?', 0))  # not cancelled before it started
+            if not upcoming:
+                where.append(("start <= ?", at_ms))
+        rows = self._select(
+            f"SELECT {_OVERRIDE_COLUMNS} FROM overrides", where, "start ASC, id ASC", limit
+        )
+        return [_override_record(r) for r in rows]
+
+    def cancel_override(self, override_id: int, now: datetime) -> OverrideRecord:
+        """End an override at ``now`` (one that has not started yet ends at its start, so it
+        never takes effect); the row stays, with ``cancelled_at``.
+
+        Raises
+        ------
+        OverrideNotFound
+            no override has this id.
+        OverrideAlreadyEnded
+            it ended (or was cancelled) at or before ``now``; nothing is changed.
+        """
+        now_ms = self._to_epoch_ms(now)
+        with self._locked() as conn, transaction(conn, "BEGIN IMMEDIATE"):
+            row = conn.execute(
+                f"SELECT {_OVERRIDE_COLUMNS} FROM overrides WHERE id = ?", (override_id,)
+            ).fetchone()
+            if row is None:
+                raise OverrideNotFound(f"no override with id {override_id}")
+            found = _override_record(row)
+            if row[6] <= now_ms:
+                raise OverrideAlreadyEnded(
+                    f"override {override_id} already ended at {found.end.isoformat()}"
+                )
+            conn.execute(
+                'UPDATE overrides SET "end" = max(start, ?), cancelled_at = ? WHERE id = ?',
+                (now_ms, now_ms, override_id),
+            )
+            row = conn.execute(
+                f"SELECT {_OVERRIDE_COLUMNS} FROM overrides WHERE id = ?", (override_id,)
+            ).fetchone()
+        return _override_record(row)
 
     # -- reads ------------------------------------------------------------------------------
 

@@ -361,6 +361,17 @@ class MemoryHistory:
         self.compactions += 1
         return type("Report", (), {"rows_aggregated": 0, "aggregates_deleted": 0})()
 
+    def add_override(self, request: object, created_at: datetime) -> object:
+        raise NotImplementedError
+
+    def overrides(
+        self, at: datetime | None = None, *, upcoming: bool = False, limit: int = 1000
+    ) -> list[object]:
+        return []
+
+    def cancel_override(self, override_id: int, now: datetime) -> object:
+        raise NotImplementedError
+
 
 async def test_the_runtime_needs_only_a_history_store(demo_site: SiteConfig) -> None:
     clock = ManualClock(NIGHT)
