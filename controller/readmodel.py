@@ -193,8 +193,24 @@ class ReadModel:
     def compliance(
         self, segment: str | None = None, since: datetime | None = None, limit: int = 1000
     ) -> ComplianceView:
-        tally = self._published.compliance
         interval_s = self._site.policy.compliance_interval_s
+        stored = getattr(self._store, "compliance_intervals", None)
+        counted = getattr(self._store, "compliance_counts", None)
+        if stored is not None and counted is not None:  # the history's record: survives restarts
+            counts: dict[str, tuple[int, int]] = counted()
+            return ComplianceView(
+                interval_s=interval_s,
+                segments={
+                    sid: SegmentComplianceView(
+                        lit_intervals=counts.get(sid, (0, 0))[0],
+                        violation_intervals=counts.get(sid, (0, 0))[1],
+                    )
+                    for sid in self._layout.segments.ids
+                    if segment is None or sid == segment
+                },
+                intervals=stored(segment=segment, since=since, limit=limit),
+            )
+        tally = self._published.compliance
         if tally is None:
             tally = ComplianceTally.empty(self._layout)
         views: list[ComplianceIntervalView] = []

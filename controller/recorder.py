@@ -27,7 +27,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
 
-from laterne.models.snapshot import CommandRecord, DriftRecord, QueueStatus
+from laterne.models.snapshot import (
+    CommandRecord,
+    ComplianceIntervalView,
+    DriftRecord,
+    QueueStatus,
+)
 from laterne.models.values import DeviceState, PointReading
 
 __all__ = [
@@ -65,7 +70,7 @@ class StateSink(Protocol):
     def save_policy_state(self, ts: datetime, fingerprint: str, payload: str) -> None: ...
 
 
-Kind = Literal["readings", "commands", "state", "drifts", "policy", "call"]
+Kind = Literal["readings", "commands", "state", "drifts", "compliance", "policy", "call"]
 
 
 @dataclass
@@ -316,6 +321,10 @@ class StoreQueue:
             record = getattr(sink, "record_drifts", None)
             if record is not None:
                 record(items)
+        elif kind == "compliance":
+            keep = getattr(sink, "record_compliance", None)
+            if keep is not None:
+                keep(items)
         elif kind == "policy":
             save = getattr(sink, "save_policy_state", None)
             if save is not None:
@@ -376,6 +385,9 @@ class Recorder:
 
     def drifts(self, drifts: Sequence[DriftRecord]) -> None:
         self.queues[0].put("drifts", drifts)  # the embedded history keeps them
+
+    def compliance(self, records: Sequence[ComplianceIntervalView]) -> None:
+        self.queues[0].put("compliance", records)  # the embedded history keeps them
 
     def policy_state(self, ts: datetime, fingerprint: str, payload: str) -> None:
         self.queues[0].put("policy", [ts, fingerprint, payload])

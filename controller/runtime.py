@@ -74,6 +74,7 @@ from .poller import DeviceTable, Poller, PollSchedule
 from .readmodel import CycleResult, ReadModel
 from .recorder import HistorySink, Recorder, StoreQueue
 from .resume import ResumeRefused, dump_state, layout_fingerprint, load_state
+from .snapshot import interval_view
 from .store import HistoryMirror, HistoryStore
 from .writer import RESEND_MAX_DELAY_S, RESENDS_BEFORE_FAULTY, Writer, commands_to_writes
 
@@ -365,6 +366,7 @@ class Runtime:
         )
         if closed:
             self._tally = self._tally.add(closed)
+            self._recorder.compliance([v for r in closed if (v := interval_view(r)) is not None])
             bad = [r.segment_id for r in closed if r.violation]
             if bad:
                 log.warning(

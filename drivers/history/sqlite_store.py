@@ -30,10 +30,12 @@ Schema (version :data:`SCHEMA_VERSION`, recorded in table ``schema_version``)::
     policy_state(id = 1, ts, fingerprint, payload)   -- one row: the newest saved state, v3
     overrides(id AUTOINCREMENT, target, target_id, value NULL=by class, lighting_class NULL,
               start, end, reason, author, created_at, cancelled_at NULL)      -- since v4
+    compliance_intervals(segment_id, start, end, flow_veh_h NULL=unknown, lit, required_class,
+              delivered_class, min_dim_pct NULL, violation)                 -- since v5
 
 Migrations run in place, in one transaction, when a file is opened: version 1 → 2 adds the
 ``aggregates`` table, 2 → 3 the drift events and the saved policy state, 3 → 4 the operators'
-overrides. A file of a newer
+overrides, 4 → 5 the compliance record. A file of a newer
 version than this code knows is refused.
 
 Locks. The busy timeout is short (:data:`BUSY_TIMEOUT_S`): when another process holds the file
@@ -59,7 +61,7 @@ million rows take seconds, not minutes.
   ``aggregate_minutes`` starts new rows of the new width instead of merging unequal buckets.
 - Aggregates whose bucket *ends* before ``now - aggregate_retention_days`` are deleted.
 - **Commands and device states are never deleted**: they are the audit trail of what was done.
-  Nor are overrides: cancelling one sets its ``end`` to the time of cancelling (and
+  Nor is the compliance record (96 rows per segment and day), nor are overrides: cancelling one sets its ``end`` to the time of cancelling (and
   ``cancelled_at``); the row stays.
 
 File size. New files are created with ``auto_vacuum = INCREMENTAL``; after a compaction that freed
@@ -80,7 +82,12 @@ from datetime import datetime
 from typing import Any
 
 from laterne.drivers.history._sqlite import SqliteFile, from_epoch_ms, reclaim_space, transaction
-from laterne.models.snapshot import CommandRecord, DriftRecord, OverrideRecord
+from laterne.models.snapshot import (
+    CommandRecord,
+    ComplianceIntervalView,
+    DriftRecord,
+    OverrideRecord,
+)
 from laterne.models.values import DeviceState, OverrideRequest, PointReading, Quality
 
 __all__ = [
@@ -95,7 +102,7 @@ __all__ = [
     "SqliteHistory",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: a write waits this long for another process's lock before it fails [s]
 BUSY_TIMEOUT_S = 1.0
 
@@ -192,6 +199,21 @@ CREATE TABLE IF NOT EXISTS overrides (
     CHECK ("end" >= start)  -- equal: cancelled before it started
 );
 CREATE INDEX IF NOT EXISTS overrides_end ON overrides ("end");
+""",
+    4: """
+CREATE TABLE IF NOT EXISTS compliance_intervals (
+    segment_id      TEXT    NOT NULL,
+    start           INTEGER NOT NULL,  -- UTC epoch ms, inclusive
+    "end"           INTEGER NOT NULL,  -- UTC epoch ms, exclusive
+    flow_veh_h      REAL,              -- measured over the interval, NULL: too little coverage
+    lit             INTEGER NOT NULL,  -- light was required (dark, flow known)
+    required_class  TEXT    NOT NULL,  -- '' where nothing was required
+    delivered_class TEXT    NOT NULL,
+    min_dim_pct     REAL,              -- lowest level commanded while dark, NULL: no dark cycle
+    violation       INTEGER NOT NULL,
+    PRIMARY KEY (segment_id, start)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS compliance_intervals_end ON compliance_intervals ("end");
 """,
 }
 
@@ -479,6 +501,73 @@ class SqliteHistory(SqliteFile):
             " payload = excluded.payload",
             [(self._to_epoch_ms(ts), fingerprint, payload)],
         )
+
+    # -- the compliance record ---------------------------------------------------------------
+
+    def record_compliance(self, records: Sequence[ComplianceIntervalView]) -> None:
+        """Store closed compliance intervals in one transaction (an interval stored again, e.g.
+        after a restart within it, replaces the earlier row)."""
+        rows = [
+            (
+                r.segment_id,
+                self._to_epoch_ms(r.start),
+                self._to_epoch_ms(r.end),
+                r.flow_veh_h,
+                int(r.lit),
+                r.required_class,
+                r.delivered_class,
+                r.min_dim_pct,
+                int(r.violation),
+            )
+            for r in records
+        ]
+        self._write_many(
+            "INSERT OR REPLACE INTO compliance_intervals (segment_id, start, \"end\", flow_veh_h,"
+            " lit, required_class, delivered_class, min_dim_pct, violation)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def compliance_intervals(
+        self, segment: str | None = None, since: datetime | None = None, limit: int = 1000
+    ) -> list[ComplianceIntervalView]:
+        """Stored compliance intervals, newest first (of one segment; ending after ``since``)."""
+        _check_limit(limit)
+        where: list[tuple[str, Any]] = []
+        if segment is not None:
+            where.append(("segment_id = ?", segment))
+        if since is not None:
+            where.append(('"end" > ?', self._to_epoch_ms(since)))
+        rows = self._select(
+            "SELECT segment_id, start, \"end\", flow_veh_h, lit, required_class,"
+            " delivered_class, min_dim_pct, violation FROM compliance_intervals",
+            where,
+            "start DESC, segment_id ASC",
+            limit,
+        )
+        return [
+            ComplianceIntervalView(
+                segment_id=sid,
+                start=from_epoch_ms(start),
+                end=from_epoch_ms(end),
+                flow_veh_h=flow,
+                lit=bool(lit),
+                required_class=req,
+                delivered_class=dlv,
+                min_dim_pct=lo,
+                violation=bool(bad),
+            )
+            for sid, start, end, flow, lit, req, dlv, lo, bad in rows
+        ]
+
+    def compliance_counts(self) -> dict[str, tuple[int, int]]:
+        """Per segment (lit intervals, violation intervals) over everything stored."""
+        with self._locked() as conn:
+            rows = conn.execute(
+                "SELECT segment_id, sum(lit), sum(violation) FROM compliance_intervals"
+                " GROUP BY segment_id"
+            ).fetchall()
+        return {sid: (int(lit), int(bad)) for sid, lit, bad in rows}
 
     # -- overrides --------------------------------------------------------------------------
 

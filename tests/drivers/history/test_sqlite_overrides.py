@@ -142,7 +142,7 @@ def test_a_version_3_file_gets_the_overrides_table(tmp_path: Path) -> None:
                 (SCHEMA_VERSION,)
             ]
         other.close()
-        assert SCHEMA_VERSION == 4
+        assert SCHEMA_VERSION >= 4
         assert [c.device_id for c in store.recent_commands()] == ["seg-1"]
         saved = store.saved_policy_state()
         assert saved is not None and saved.fingerprint == "abc"
