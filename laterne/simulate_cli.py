@@ -252,10 +252,10 @@ def simulate(
         typer.Option(help="first day, ISO 8601 date or time (default: today 00:00 local)"),
     ] = None,
     step_min: Annotated[
-        float | None, typer.Option(help="one decision per step [min] (default 15)")
+        float | None, typer.Option(help="minutes per decision step (default 15)")
     ] = None,
     step_s: Annotated[
-        float | None, typer.Option(help="one decision per step [s] (instead of --step-min)")
+        float | None, typer.Option(help="seconds per decision step (instead of --step-min)")
     ] = None,
     seed: Annotated[int, typer.Option(help="seed of the simulated traffic")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
@@ -263,9 +263,11 @@ def simulate(
     """Simulate the site's policy against four baselines; print the lighting scenarios.
 
     Scenarios: adaptive (the site's policy), full_power, half_night (50 % 22:00-06:00),
-    best_static (the lowest 15-min nightly timetable that never under-lights this traffic) and
-    oracle (perfect foresight). The runs share the plant, its weather and its traffic (the same
-    seed). Energies are the plant's; cost and CO2 the site's tariff.
+    best_static (the lowest 15-min nightly timetable that never under-lights this traffic),
+    oracle (perfect foresight).
+
+    The runs share the plant, its weather and its traffic (the same seed).
+    Energies are the plant's; cost and CO2 the site's tariff.
     """
     site = _load(file)
     tz = ZoneInfo(site.site.timezone)
