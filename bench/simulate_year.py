@@ -6,8 +6,11 @@ segments, 500 two-lane counters, 500 buildings of 2 zones), each for ``--days`` 
 :func:`laterne.simulations.runner.run` — the whole decision (policy, safety filter,
 post-condition) every step, the plant's arithmetic, the devices' encodings. ``decide_s`` is the
 time inside :func:`~laterne.controller.cycle.decide` (measured by wrapping it), the rest is the
-runner's own. With ``--baselines`` the demo site's two baselines run too (what ``laterne
-simulate`` adds).
+runner's own. With ``--baselines`` the demo site runs all five lighting scenarios of ``laterne
+simulate`` (:func:`laterne.simulations.scenarios.iter_scenarios`: adaptive, full_power,
+half_night, best_static, oracle) and prints each one's time (``scenario_s``; best_static's
+includes building its timetable from the adaptive run's traffic); ``--district-baselines``
+does the same for the district (memory: several (steps × segments) arrays at once).
 
 The floor is the same number of steps as bare array arithmetic: the runner's precomputation
 (ephemeris, traffic, Poisson counts, weather, occupancy) and then, chunk by chunk, every
@@ -22,6 +25,7 @@ shell.
 Usage: python bench/simulate_year.py [--days 365] [--step-s 900] [--district-days 365]
                                      [--segments 2000] [--luminaires 20000] [--counters 500]
                                      [--buildings 500] [--zones 2] [--seed 1] [--baselines]
+                                     [--district-baselines]
 """
 
 from __future__ import annotations
@@ -40,7 +44,6 @@ from typing import Any
 import numpy as np
 
 from laterne.controller import cycle
-from laterne.controller.baselines import FixedSchedule, FullPower
 from laterne.controller.policy import Policy
 from laterne.controller.sun import sun_elevation_series
 from laterne.models.layout import SiteLayout
@@ -50,6 +53,7 @@ from laterne.simulations.generate import generate_district
 from laterne.simulations.kpis import kpis
 from laterne.simulations.plant import make_params, segment_power_w
 from laterne.simulations.runner import params_for_step, run
+from laterne.simulations.scenarios import iter_scenarios
 from laterne.simulations.weather import utc64
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -167,6 +171,39 @@ def numpy_floor(
     return t_pre - t0, t_end - t0
 
 
+def _scenario_timings(
+    site: SiteConfig, layout: SiteLayout, params: Any, days: float, step_s: float, seed: int
+) -> dict[str, dict[str, Any]]:
+    """Each of the five scenarios: its time, the time in ``decide``, its lighting figures."""
+    timer = _DecideTimer()
+    runner_module.decide = timer  # type: ignore[assignment]
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        gc.collect()
+        runs = iter_scenarios(
+            site, layout, params, start=START, end=START + timedelta(days=days),
+            step_s=step_s, seed=seed,
+        )  # fmt: skip
+        while True:
+            t0, d0 = time.perf_counter(), timer.seconds
+            try:
+                name, result = next(runs)
+            except StopIteration:
+                break
+            elapsed = time.perf_counter() - t0
+            k = kpis(result)
+            out[name] = {
+                "s": round(elapsed, 2),
+                "decide_s": round(timer.seconds - d0, 2),
+                "lighting_kwh": round(k.lighting_kwh, 1),
+                "violation_intervals": int(k.segment_violation_intervals.sum()),
+            }
+            del result, k
+    finally:
+        runner_module.decide = timer._inner
+    return out
+
+
 def _site_figures(
     label: str, site: SiteConfig, days: float, step_s: float, seed: int, baselines: bool
 ) -> dict[str, Any]:
@@ -198,14 +235,8 @@ def _site_figures(
     }
     del result
     if baselines:
-        for name, policy in (
-            ("FullPower", FullPower(layout, params)),
-            ("FixedSchedule", FixedSchedule(layout, params)),
-        ):
-            b_s, b_decide_s, b = _timed_run(site, layout, policy, days, step_s, seed)
-            out[f"{name}_s"] = round(b_s, 2)
-            out[f"{name}_decide_s"] = round(b_decide_s, 2)
-            del b
+        out["scenarios"] = _scenario_timings(site, layout, params, days, step_s, seed)
+        out["scenarios_s"] = round(sum(v["s"] for v in out["scenarios"].values()), 2)
     gc.collect()
     pre_s, floor_s = numpy_floor(site, layout, days, step_s, seed)
     out["floor_precompute_s"] = round(pre_s, 3)
@@ -226,7 +257,12 @@ def main() -> None:
     ap.add_argument("--buildings", type=int, default=500)
     ap.add_argument("--zones", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--baselines", action="store_true", help="also time the demo's baselines")
+    ap.add_argument(
+        "--baselines", action="store_true", help="also time the demo's five lighting scenarios"
+    )
+    ap.add_argument(
+        "--district-baselines", action="store_true", help="the five scenarios for the district too"
+    )
     args = ap.parse_args()
 
     t0 = time.perf_counter()
@@ -241,7 +277,12 @@ def main() -> None:
     sites = [
         _site_figures("demo", demo, args.days, args.step_s, args.seed, baselines=args.baselines),
         _site_figures(
-            "district", district, args.district_days, args.step_s, args.seed, baselines=False
+            "district",
+            district,
+            args.district_days,
+            args.step_s,
+            args.seed,
+            baselines=args.district_baselines,
         ),
     ]
     print(

@@ -16,6 +16,13 @@ is unknown gets its default setpoint).
   between, local time of the site; heating by each zone's weekly schedule with setback, as the
   traffic policy heats.
 
+* :class:`SlotTimetable` — a fixed nightly timetable per segment: from dusk to dawn each segment
+  at its level for the 15-minute slot (``slot_min``) of local time; heating by the weekly
+  schedule. The simulator's ``best_static`` fills it from a run's traffic.
+* :class:`Foresight` — a level per segment for each decision time of a run, given in advance
+  (perfect foresight: the simulator's ``oracle``), lit only while the sun is down; a time not
+  in its table raises :class:`NotInTimetable`. Heating by the weekly schedule.
+
 Reason codes: off by day is ``daylight``, the heating ``occupied``/``setback``. A lit baseline
 level is recorded as ``schedule`` (:data:`LIT_REASON`): a fixed rule, no traffic measured.
 """
@@ -35,10 +42,28 @@ from laterne.models.values import Commands, FloatArray, IntArray, Observation, R
 from .policy import Policy, PolicyState, scheduled_heating
 from .sun import sun_elevation_deg
 
-__all__ = ["LIT_REASON", "FixedSchedule", "FullPower"]
+__all__ = [
+    "LIT_REASON",
+    "FixedSchedule",
+    "Foresight",
+    "FullPower",
+    "NotInTimetable",
+    "SlotTimetable",
+    "slot_of",
+]
 
 #: the reason recorded for a baseline's lit level (no schedule code in :class:`Reason` yet)
 LIT_REASON: Final = Reason.SCHEDULE
+
+
+class NotInTimetable(ValueError):
+    """A :class:`Foresight` asked for a time its table does not hold."""
+
+
+def slot_of(layout: SiteLayout, now: datetime, slot_min: int) -> int:
+    """The slot of the local day (``slot_min`` minutes each) that ``now`` falls in."""
+    local = now.astimezone(layout.timezone)
+    return (local.hour * 60 + local.minute) // slot_min
 
 
 def _sun(layout: SiteLayout, obs: Observation, now: datetime) -> float:
@@ -128,3 +153,84 @@ class FixedSchedule:
             setpoint_c=setpoint.astype(float),
             setpoint_reason=sp_reason,
         )
+
+
+def _scheduled(
+    lay: SiteLayout,
+    state: PolicyState,
+    obs: Observation,
+    now: datetime,
+    dim: FloatArray,
+    dim_reason: IntArray,
+    sun_deg: float,
+) -> tuple[PolicyState, Commands]:
+    setpoint, sp_reason, occupied = scheduled_heating(lay, now, obs.zone_ok)
+    new_state = replace(state, sun_elevation_deg=sun_deg, zone_occupied=occupied)
+    return new_state, Commands(
+        dim_pct=dim,
+        dim_reason=dim_reason,
+        setpoint_c=setpoint.astype(float),
+        setpoint_reason=sp_reason,
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class SlotTimetable:
+    """From dusk to dawn, segment ``s`` at ``level_pct[s, slot]`` for the local slot of ``now``
+    (``level_pct``: (S, 24·60 / slot_min)); heating by the weekly schedule."""
+
+    layout: SiteLayout
+    params: PolicyParams
+    level_pct: FloatArray
+    slot_min: int = 15
+
+    def __post_init__(self) -> None:
+        want = (self.layout.n_segments, 24 * 60 // self.slot_min)
+        if 24 * 60 % self.slot_min or self.level_pct.shape != want:
+            raise ValueError(f"level_pct must be {want} for {self.slot_min}-min slots")
+
+    def initial_state(self) -> PolicyState:
+        return Policy(self.layout, self.params).initial_state()
+
+    def step(
+        self, state: PolicyState, obs: Observation, now: datetime
+    ) -> tuple[PolicyState, Commands]:
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        lay = self.layout
+        sun_deg = _sun(lay, obs, now)
+        level = self.level_pct[:, slot_of(lay, now, self.slot_min)]
+        dim, dim_reason = _lit(lay, self.params, sun_deg, level)
+        return _scheduled(lay, state, obs, now, dim, dim_reason, sun_deg)
+
+
+@dataclass(frozen=True, eq=False)
+class Foresight:
+    """At ``ts_s[k]`` (s since the epoch) segments at ``level_pct[k]`` while the sun is down
+    (``level_pct``: (K, S)); heating by the weekly schedule."""
+
+    layout: SiteLayout
+    params: PolicyParams
+    ts_s: FloatArray
+    level_pct: FloatArray
+
+    def __post_init__(self) -> None:
+        if self.level_pct.shape != (self.ts_s.size, self.layout.n_segments):
+            raise ValueError("level_pct must be (len(ts_s), n_segments)")
+
+    def initial_state(self) -> PolicyState:
+        return Policy(self.layout, self.params).initial_state()
+
+    def step(
+        self, state: PolicyState, obs: Observation, now: datetime
+    ) -> tuple[PolicyState, Commands]:
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        t = now.timestamp()
+        k = int(np.searchsorted(self.ts_s, t))
+        if k >= self.ts_s.size or abs(self.ts_s[k] - t) > 1e-3:
+            raise NotInTimetable(f"no level for {now.isoformat()}")
+        lay = self.layout
+        sun_deg = _sun(lay, obs, now)
+        dim, dim_reason = _lit(lay, self.params, sun_deg, self.level_pct[k])
+        return _scheduled(lay, state, obs, now, dim, dim_reason, sun_deg)

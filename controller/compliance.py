@@ -24,7 +24,7 @@ import numpy.typing as npt
 from laterne.models.layout import SiteLayout
 from laterne.models.values import BoolArray, FloatArray
 
-__all__ = ["LEVEL_TOLERANCE_PCT", "Compliance", "compliance"]
+__all__ = ["LEVEL_TOLERANCE_PCT", "Compliance", "compliance", "required_level_pct"]
 
 #: a level this close below a band's level still delivers it: the controllers' 0.1 % grid and
 #: the float round trip through a register [%]
@@ -70,3 +70,22 @@ def compliance(
     return Compliance(
         required_band=required, delivered_band=delivered.astype(np.intp), violation=violation
     )
+
+
+def required_level_pct(
+    layout: SiteLayout, flow_veh_h: FloatArray, light_required: BoolArray
+) -> FloatArray:
+    """The lowest level (…, S) that :func:`compliance` accepts for the measured ``flow_veh_h``:
+    the need of the band the flow required (below the first band: the first band's), 0 where
+    nothing is required (daylight, unknown flow)."""
+    seg = layout.segments
+    known = np.isfinite(flow_veh_h) & np.asarray(light_required, dtype=bool)
+    q = np.where(known, flow_veh_h, 0.0)
+    band = np.maximum((seg.band_min_flow_veh_h <= q[..., None]).sum(axis=-1) - 1, 0)
+    need = np.take_along_axis(
+        np.broadcast_to(seg.band_need_pct, (*q.shape, seg.band_need_pct.shape[-1])),
+        band[..., None],
+        axis=-1,
+    )[..., 0]
+    out: FloatArray = np.where(known, need, 0.0)
+    return out

@@ -1,8 +1,9 @@
-"""`laterne simulate`: the site's policy and two baselines over the same simulated plant.
+"""`laterne simulate`: the site's policy and four baselines over the same simulated plant.
 
 Rule: part of the composition root, registered on the one ``laterne`` app by :func:`register`.
 Argument handling and printing only: the runs are :func:`laterne.simulations.runner.run`, the
-figures :mod:`laterne.simulations.kpis`, the baselines :mod:`laterne.controller.baselines`.
+figures :mod:`laterne.simulations.kpis`, the five lighting scenarios
+:mod:`laterne.simulations.scenarios`.
 A bad site file is refused as ``laterne validate`` refuses it (exit 2); a bad argument is one
 line on stderr and exit 2, never a traceback. Progress shows on a terminal only once the runs
 have taken more than a second.
@@ -18,16 +19,15 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import typer
 
-from laterne.controller.baselines import FixedSchedule, FullPower
-from laterne.controller.cycle import ControlPolicy
-from laterne.controller.policy import Policy, PolicyState
 from laterne.models.layout import SiteLayout
 from laterne.models.site import SiteConfig, SiteConfigError, load_site
 from laterne.simulations.kpis import Kpis, Savings, kpis, savings
 from laterne.simulations.readout import ReadoutError
-from laterne.simulations.runner import SimulationError, params_for_step, run
+from laterne.simulations.runner import SimulationError, params_for_step
+from laterne.simulations.scenarios import SCENARIOS, iter_scenarios
 
 __all__ = ["register", "simulate"]
 
@@ -177,6 +177,69 @@ def _report(
     return "\n".join(lines)
 
 
+def _whole(x: float) -> float | int:
+    """``x``, as an int where it is whole (365, not 365.0)."""
+    return int(x) if float(x).is_integer() else x
+
+
+def _figures(k: Kpis, i: int | None = None) -> dict[str, Any]:
+    """One scenario's lighting figures, of the whole site or of segment ``i``."""
+    kwh = k.lighting_kwh if i is None else float(k.segment_energy_kwh[i])
+    lit = k.segment_lit_intervals if i is None else k.segment_lit_intervals[i]
+    bad = k.segment_violation_intervals if i is None else k.segment_violation_intervals[i]
+    return {
+        "energy_kwh": kwh,
+        "cost_eur": kwh * k.price_eur_per_kwh,
+        "co2_kg": kwh * k.co2_kg_per_kwh,
+        "violation_intervals": int(np.sum(bad)),
+        "lit_intervals": int(np.sum(lit)),
+    }
+
+
+def _lighting(figures: list[Kpis]) -> dict[str, Any]:
+    """The ``lighting`` section of --json: per scenario, and per segment and scenario."""
+    named = list(zip(SCENARIOS, figures, strict=True))
+    return {
+        "scenarios": {name: _figures(k) for name, k in named},
+        "segments": {
+            sid: {name: _figures(k, i) for name, k in named}
+            for i, sid in enumerate(figures[0].segment_ids)
+        },
+    }
+
+
+def _scenario_table(figures: list[Kpis]) -> None:
+    """The lighting scenarios as a rich table on stdout."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    full = figures[SCENARIOS.index("full_power")].lighting_kwh
+    table = Table(title="Lighting scenarios")
+    table.add_column("scenario")
+    for head in (
+        "energy [kWh]",
+        "vs full_power",
+        "cost [EUR]",
+        "CO2 [kg]",
+        "violation intervals",
+        "lit intervals",
+    ):
+        table.add_column(escape(head), justify="right")
+    for name, k in zip(SCENARIOS, figures, strict=True):
+        f = _figures(k)
+        table.add_row(
+            name,
+            f"{f['energy_kwh']:,.1f}",
+            _pct(100.0 * (f["energy_kwh"] - full) / full if full else float("nan")),
+            f"{f['cost_eur']:,.2f}",
+            f"{f['co2_kg']:,.1f}",
+            f"{f['violation_intervals']:,}",
+            f"{f['lit_intervals']:,}",
+        )
+    Console(width=100).print(table)
+
+
 def _pct(p: float) -> str:
     return "n/a" if p != p else f"{p:.1f} %"  # NaN: the baseline used nothing
 
@@ -188,14 +251,23 @@ def simulate(
         str | None,
         typer.Option(help="first day, ISO 8601 date or time (default: today 00:00 local)"),
     ] = None,
-    step_s: Annotated[float, typer.Option(help="one decision per step [s]")] = 900.0,
+    step_min: Annotated[
+        float | None, typer.Option(help="minutes per decision step (default 15)")
+    ] = None,
+    step_s: Annotated[
+        float | None, typer.Option(help="seconds per decision step (instead of --step-min)")
+    ] = None,
     seed: Annotated[int, typer.Option(help="seed of the simulated traffic")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
-    """Simulate the site's policy against full power and a fixed schedule; print the savings.
+    """Simulate the site's policy against four baselines; print the lighting scenarios.
 
-    The three runs share the plant, its weather and its traffic (the same seed). Energies are
-    the plant's; cost and CO2 the site's tariff; savings are of Laterne against each baseline.
+    Scenarios: adaptive (the site's policy), full_power, half_night (50 % 22:00-06:00),
+    best_static (the lowest 15-min nightly timetable that never under-lights this traffic),
+    oracle (perfect foresight).
+
+    The runs share the plant, its weather and its traffic (the same seed).
+    Energies are the plant's; cost and CO2 the site's tariff.
     """
     site = _load(file)
     tz = ZoneInfo(site.site.timezone)
@@ -203,8 +275,17 @@ def simulate(
     if not days > 0:
         _fail("--days must be more than 0")
     end = begin + timedelta(days=days)
-    if not step_s > 0:
-        _fail("--step-s must be more than 0")
+    if step_s is not None and step_min is not None:
+        _fail("give --step-min or --step-s, not both")
+    if step_s is not None:
+        if not step_s > 0:
+            _fail("--step-s must be more than 0")
+    elif step_min is not None:
+        if not step_min > 0:
+            _fail("--step-min must be more than 0")
+        step_s = step_min * 60.0
+    else:
+        step_s = 900.0
 
     layout = SiteLayout.from_config(site)
     params = params_for_step(site.policy, step_s)
@@ -216,31 +297,15 @@ def simulate(
         ]
         if before != after
     ]
-    policies: list[tuple[str, ControlPolicy[PolicyState]]] = [
-        ("Laterne", Policy(layout, params)),
-        ("FullPower", FullPower(layout, params)),
-        ("FixedSchedule", FixedSchedule(layout, params)),
-    ]
     n_steps = int((end - begin).total_seconds() // step_s)
-    progress = _Progress(n_steps * len(policies))
+    progress = _Progress(n_steps * len(SCENARIOS))
     results = []
     try:
-        for name, policy in policies:
-            results.append(
-                run(
-                    site,
-                    policy,
-                    start=begin,
-                    end=end,
-                    step_s=step_s,
-                    seed=seed,
-                    params=params,
-                    layout=layout,
-                    name=name,
-                    progress=progress,
-                )
-            )
-            progress.next_run(results[-1].n_steps)
+        for _name, result in iter_scenarios(
+            site, layout, params, start=begin, end=end, step_s=step_s, seed=seed, progress=progress
+        ):
+            results.append(result)
+            progress.next_run(result.n_steps)
     except (SimulationError, ReadoutError) as exc:
         _fail(f"cannot simulate {file}: {exc}")
     finally:
@@ -248,6 +313,7 @@ def simulate(
     figures = [kpis(r) for r in results]
     saved = [savings(figures[0], base) for base in figures[1:]]
     actual_end = results[0].end
+    actual_end_days = (actual_end - begin).total_seconds() / 86400.0
     if as_json:
         doc = {
             "site": site.site.name,
@@ -259,7 +325,11 @@ def simulate(
             "params": params.model_dump(),
             "runs": {k.policy_name: k.as_dict() for k in figures},
             "savings": {s.baseline_name: s.as_dict() for s in saved},
+            "days": _whole(actual_end_days),
+            "step_min": _whole(step_s / 60.0),
+            "lighting": _lighting(figures),
         }
         typer.echo(json.dumps(doc, indent=2, allow_nan=False))
     else:
         typer.echo(_report(site, begin, actual_end, step_s, seed, notes, figures, saved))
+        _scenario_table(figures)

@@ -31,7 +31,7 @@ def test_the_table_names_every_segment_and_the_savings() -> None:
         "Demo district (Hagen-Mitte, simulated): 2 days from 2026-01-12 00:00 CET"
     )
     header = next(line for line in text.splitlines() if "Laterne" in line and "FullPower" in line)
-    assert header.split() == ["Laterne", "FullPower", "FixedSchedule"]
+    assert header.split() == ["Laterne", "FullPower", "FixedSchedule", "BestStatic", "Oracle"]
     for name in ("bahnhofstr", "elberfelder", "lindenweg", "school", "cost [EUR] at 0.32"):
         assert name in text
     assert "policy.stale_after_s 60 -> 1800 for 900-s steps" in text
@@ -40,6 +40,8 @@ def test_the_table_names_every_segment_and_the_savings() -> None:
     )
     pct = float(saving.split("lighting ")[1].split("(")[1].split(" %")[0])
     assert 10 < pct < 80
+    scenario_rows = [line.split("│")[1].strip() for line in text.splitlines() if "│" in line]
+    assert scenario_rows == ["adaptive", "full_power", "half_night", "best_static", "oracle"]
     assert out.stderr == ""  # no progress bar off a terminal
 
 
@@ -50,9 +52,9 @@ def test_json_is_consistent() -> None:
     assert doc["start"] == "2026-01-11T23:00:00+00:00" and doc["end"] == "2026-01-13T23:00:00+00:00"
     assert doc["step_s"] == 600 and doc["params"]["stale_after_s"] == 1200
     runs = doc["runs"]
-    assert list(runs) == ["Laterne", "FullPower", "FixedSchedule"]
+    assert list(runs) == ["Laterne", "FullPower", "FixedSchedule", "BestStatic", "Oracle"]
     assert all(r["hours"] == 48 for r in runs.values())
-    for base in ("FullPower", "FixedSchedule"):
+    for base in ("FullPower", "FixedSchedule", "BestStatic", "Oracle"):
         s = doc["savings"][base]
         assert s["energy_kwh"] == pytest.approx(
             runs[base]["energy_kwh"] - runs["Laterne"]["energy_kwh"]
@@ -64,6 +66,42 @@ def test_json_is_consistent() -> None:
     # the same seed, the same result
     again = runner.invoke(app, ["simulate", str(DEMO), *TWO_DAYS, "--step-s", "600", "--json"])
     assert again.stdout == result.stdout
+
+
+SCENARIO_KEYS = ["energy_kwh", "cost_eur", "co2_kg", "violation_intervals", "lit_intervals"]
+
+
+def test_json_lighting_scenarios_as_the_issue_names_them() -> None:
+    result = runner.invoke(app, ["simulate", str(DEMO), *TWO_DAYS, "--step-min", "10", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["site"] == "Demo district (Hagen-Mitte, simulated)"
+    assert doc["start"] == "2026-01-11T23:00:00+00:00"
+    assert doc["days"] == 2 and doc["step_min"] == 10 and doc["step_s"] == 600
+    assert list(doc["lighting"]) == ["scenarios", "segments"]
+    scenarios = doc["lighting"]["scenarios"]
+    names = ["adaptive", "full_power", "half_night", "best_static", "oracle"]
+    assert list(scenarios) == names
+    for name, run_name in zip(names, doc["runs"], strict=True):
+        s = scenarios[name]
+        assert list(s) == SCENARIO_KEYS
+        assert s["energy_kwh"] == pytest.approx(doc["runs"][run_name]["lighting_kwh"])
+        assert s["cost_eur"] == pytest.approx(s["energy_kwh"] * 0.32)
+        assert s["co2_kg"] == pytest.approx(s["energy_kwh"] * doc["tariff"]["co2_kg_per_kwh"])
+        assert s["lit_intervals"] == scenarios["full_power"]["lit_intervals"] > 0
+    assert scenarios["oracle"]["violation_intervals"] == 0
+    assert scenarios["best_static"]["violation_intervals"] == 0
+    assert scenarios["best_static"]["energy_kwh"] >= scenarios["oracle"]["energy_kwh"]
+    segments = doc["lighting"]["segments"]
+    assert list(segments) == ["bahnhofstr", "elberfelder", "lindenweg"]
+    for name in names:
+        per = [segments[sid][name] for sid in segments]
+        assert all(list(p) == SCENARIO_KEYS for p in per)
+        assert sum(p["energy_kwh"] for p in per) == pytest.approx(scenarios[name]["energy_kwh"])
+        assert sum(p["violation_intervals"] for p in per) == scenarios[name]["violation_intervals"]
+    # --step-min 10 is --step-s 600
+    again = runner.invoke(app, ["simulate", str(DEMO), *TWO_DAYS, "--step-s", "600", "--json"])
+    assert json.loads(again.stdout) == doc
 
 
 def test_a_broken_site_file_is_refused_like_validate_does(tmp_path: Path) -> None:
@@ -83,6 +121,8 @@ def test_a_broken_site_file_is_refused_like_validate_does(tmp_path: Path) -> Non
         (["--start", "next monday"], "--start: not an ISO 8601 date or time: 'next monday'"),
         (["--days", "0"], "--days must be more than 0"),
         (["--step-s", "0"], "--step-s must be more than 0"),
+        (["--step-min", "-1"], "--step-min must be more than 0"),
+        (["--step-min", "15", "--step-s", "900"], "give --step-min or --step-s, not both"),
         (["--step-s", "1e-7"], "cannot simulate"),
         (["--days", "0.001"], "no whole step of 900 s"),
     ],

@@ -8,7 +8,14 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from laterne.controller.baselines import LIT_REASON, FixedSchedule, FullPower
+from laterne.controller.baselines import (
+    LIT_REASON,
+    FixedSchedule,
+    Foresight,
+    FullPower,
+    NotInTimetable,
+    SlotTimetable,
+)
 from laterne.controller.cycle import ControlPolicy, decide
 from laterne.controller.policy import Policy, PolicyState
 from laterne.controller.snapshot import build_snapshot
@@ -187,3 +194,40 @@ def _offline(device_id: str, now: datetime):  # type: ignore[no-untyped-def]
     from laterne.controller.health import initial_device_state
 
     return initial_device_state(device_id, now)
+
+
+def test_a_slot_timetable_lights_each_segment_at_its_local_slot_level(
+    demo_site: SiteConfig, demo_layout: SiteLayout
+) -> None:
+    table = np.full((3, 96), 60.0)
+    table[:, 88] = [30.0, 40.0, 25.0]  # 22:00-22:15 local
+    policy = SlotTimetable(demo_layout, demo_site.policy, table)
+    assert decided(
+        policy, demo_site, demo_layout, local(2026, 11, 25, 22, 10)
+    ).dim_pct.tolist() == [
+        30.0,
+        40.0,
+        25.0,
+    ]
+    assert (
+        decided(policy, demo_site, demo_layout, local(2026, 11, 25, 22, 15)).dim_pct.tolist()
+        == [60.0] * 3
+    )
+    day = decided(policy, demo_site, demo_layout, local(2026, 11, 25, 12))
+    assert day.dim_pct.tolist() == [0.0] * 3 and (day.dim_reason == Reason.DAYLIGHT).all()
+    with pytest.raises(ValueError, match="level_pct must be"):
+        SlotTimetable(demo_layout, demo_site.policy, np.zeros((3, 95)))
+
+
+def test_foresight_commands_the_level_given_for_the_step(
+    demo_site: SiteConfig, demo_layout: SiteLayout
+) -> None:
+    t0, t1 = local(2026, 11, 25, 20), local(2026, 11, 25, 20, 15)
+    levels = np.array([[25.0, 37.5, 33.4], [75.0, 50.0, 20.0]])
+    policy = Foresight(
+        demo_layout, demo_site.policy, np.array([t0.timestamp(), t1.timestamp()]), levels
+    )
+    assert decided(policy, demo_site, demo_layout, t1).dim_pct.tolist() == [75.0, 50.0, 20.0]
+    assert decided(policy, demo_site, demo_layout, t0).dim_pct.tolist() == [25.0, 37.5, 33.4]
+    with pytest.raises(NotInTimetable):
+        decided(policy, demo_site, demo_layout, local(2026, 11, 25, 20, 5))
