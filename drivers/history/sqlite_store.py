@@ -61,8 +61,8 @@ million rows take seconds, not minutes.
   ``aggregate_minutes`` starts new rows of the new width instead of merging unequal buckets.
 - Aggregates whose bucket *ends* before ``now - aggregate_retention_days`` are deleted.
 - **Commands and device states are never deleted**: they are the audit trail of what was done.
-  Nor is the compliance record (96 rows per segment and day), nor are overrides: cancelling one sets its ``end`` to the time of cancelling (and
-  ``cancelled_at``); the row stays.
+  Nor is the compliance record (96 rows per segment and day), nor are overrides: cancelling
+  one sets its ``end`` to the time of cancelling (and ``cancelled_at``); the row stays.
 
 File size. New files are created with ``auto_vacuum = INCREMENTAL``; after a compaction that freed
 pages, ``PRAGMA incremental_vacuum`` returns them to the file system and a
