@@ -744,6 +744,12 @@ class LightingBand(_Model):
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
 
 
+def _minute_of_day(hhmm: str) -> int:
+    """Minutes since local midnight of a validated ``"HH:MM"`` (``"24:00"``: 1440)."""
+    h, m = hhmm.split(":")
+    return int(h) * 60 + int(m)
+
+
 def _time_not_a_number(v: Any) -> Any:
     """Refuse a time YAML read as a number: YAML 1.1 reads an unquoted 21:00 as 1260."""
     if isinstance(v, int) and not isinstance(v, bool):
@@ -799,13 +805,11 @@ class Curfew(_Model):
 
     @property
     def start_minute(self) -> int:
-        h, m = self.start.split(":")
-        return int(h) * 60 + int(m)
+        return _minute_of_day(self.start)
 
     @property
     def end_minute(self) -> int:
-        h, m = self.end.split(":")
-        return int(h) * 60 + int(m)
+        return _minute_of_day(self.end)
 
 
 class Segment(_Model):
@@ -994,13 +998,11 @@ class OccupancyPeriod(_Model):
 
     @property
     def start_minute(self) -> int:
-        h, m = self.start.split(":")
-        return int(h) * 60 + int(m)
+        return _minute_of_day(self.start)
 
     @property
     def end_minute(self) -> int:
-        h, m = self.end.split(":")
-        return int(h) * 60 + int(m)
+        return _minute_of_day(self.end)
 
     def start_time(self) -> time:
         return time(self.start_minute // 60, self.start_minute % 60)
