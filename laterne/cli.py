@@ -23,9 +23,10 @@ from zoneinfo import ZoneInfo
 import typer
 
 from laterne.controller.clock import ScaledClock, WallClock
-from laterne.models.site import SiteConfig, SiteConfigError, load_site
+from laterne.models.site import SiteConfig
 from laterne.models.version import version as installed_version
 
+from .cli_exit import load_site_or_exit
 from .logs import LogLevel, configure_logging
 from .serve import (
     CannotStart,
@@ -107,18 +108,10 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def _load_or_exit(path: Path) -> SiteConfig:
-    try:
-        return load_site(path)
-    except SiteConfigError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(code=2) from None
-
-
 @app.command()
 def validate(file: SiteFile) -> None:
     """Check a site configuration and exit; non-zero with file, line and field on any error."""
-    site = _load_or_exit(file)
+    site = load_site_or_exit(file)
     typer.echo(
         f"{file}: ok — {_plural(len(site.devices), 'device')}, "
         f"{_plural(len(site.segments), 'segment')} "
@@ -156,7 +149,7 @@ def demo(
     simulated clock restarts): the previous run's history file is moved to <name>.previous.
     """
     _check_host(host, insecure_no_auth)
-    site = _load_or_exit(file)
+    site = load_site_or_exit(file)
     influx_token(site)  # refuse before anything starts
     begin = _parse_start(start, site)
     clock = ScaledClock(begin, speed)
@@ -193,7 +186,7 @@ def run(
     One controller per site: a second `run` (or `demo`) on the same history is refused.
     """
     _check_host(host, insecure_no_auth)
-    site = _load_or_exit(file)
+    site = load_site_or_exit(file)
     influx_token(site)  # refuse before anything starts
     history_path = db or Path(site.history.path)
     _run(serve(site, WallClock(), history_path, host, port, emulate=False, hours=None), log_level)
@@ -209,7 +202,7 @@ def emulate(
 
     Stops cleanly on Ctrl-C (SIGINT) and on SIGTERM.
     """
-    site = _load_or_exit(file)
+    site = load_site_or_exit(file)
     clock = ScaledClock(datetime.now(UTC), speed)
 
     async def main() -> None:

@@ -15,7 +15,7 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 from zoneinfo import ZoneInfo
 
 import typer
@@ -28,9 +28,11 @@ from laterne.drivers.history.sqlite_store import (
     SqliteHistory,
 )
 from laterne.models.layout import SiteLayout
-from laterne.models.site import SiteConfig, SiteConfigError, load_site
+from laterne.models.site import SiteConfig
 from laterne.models.snapshot import OverrideRecord
 from laterne.models.values import OverrideRequest
+
+from .cli_exit import fail, load_site_or_exit
 
 __all__ = ["override_app", "register"]
 
@@ -52,31 +54,18 @@ def register(app: typer.Typer) -> None:
     app.add_typer(override_app, name="override")
 
 
-def _fail(message: str) -> NoReturn:
-    typer.echo(message, err=True)
-    raise typer.Exit(code=2)
-
-
-def _load(path: Path) -> SiteConfig:
-    try:
-        return load_site(path)
-    except SiteConfigError as exc:  # as `laterne validate` reports it
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(code=2) from None
-
-
 def _open(site: SiteConfig, db: Path | None) -> SqliteHistory:
     try:
         return SqliteHistory(db or Path(site.history.path))
     except HistoryError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _time(option: str, text: str, tz: ZoneInfo) -> datetime:
     try:
         t = datetime.fromisoformat(text)
     except ValueError:
-        _fail(f"{option}: not an ISO 8601 time: {text!r}")
+        fail(f"{option}: not an ISO 8601 time: {text!r}")
     return (t if t.tzinfo is not None else t.replace(tzinfo=tz)).astimezone(UTC)
 
 
@@ -97,18 +86,18 @@ def _target(
     setpoint: float | None,
 ) -> tuple[str, str, float | None, str | None]:  # fmt: skip
     if (segment is None) == (zone is None):
-        _fail("give exactly one of --segment ID and --zone BUILDING.ZONE")
+        fail("give exactly one of --segment ID and --zone BUILDING.ZONE")
     if segment is not None:
         if setpoint is not None:
-            _fail("--setpoint-c is for a --zone; a segment takes --level or --class")
+            fail("--setpoint-c is for a --zone; a segment takes --level or --class")
         if (level is None) == (cls is None):
-            _fail("a segment override needs exactly one of --level PCT and --class NAME")
+            fail("a segment override needs exactly one of --level PCT and --class NAME")
         return "segment", segment, level, cls
     assert zone is not None
     if level is not None or cls is not None:
-        _fail("--level and --class are for a --segment; a zone takes --setpoint-c")
+        fail("--level and --class are for a --segment; a zone takes --setpoint-c")
     if setpoint is None:
-        _fail("a zone override needs --setpoint-c")
+        fail("a zone override needs --setpoint-c")
     return "zone", zone, setpoint, None
 
 
@@ -155,13 +144,13 @@ def add(
     ] = False,
 ) -> None:
     """Store an override; a running controller applies it within 30 s."""
-    site = _load(file)
+    site = load_site_or_exit(file)
     tz = ZoneInfo(site.site.timezone)
     kind, target_id, value, lighting = _target(segment, zone, level, cls, setpoint_c)
     now = datetime.now(UTC)
     begin = now if start is None else _time("--start", start, tz)
     if (end is None) == (for_ is None):
-        _fail("give exactly one of --end TIME and --for DURATION")
+        fail("give exactly one of --end TIME and --for DURATION")
     if end is not None:
         finish = _time("--end", end, tz)
     else:
@@ -169,19 +158,19 @@ def add(
         try:
             finish = begin + parse_duration(for_)
         except ValueError as exc:
-            _fail(f"--for: {exc}")
+            fail(f"--for: {exc}")
     if finish <= now:
-        _fail(f"the override would end {finish.isoformat()}, in the past: nothing to do")
+        fail(f"the override would end {finish.isoformat()}, in the past: nothing to do")
     request = OverrideRequest(kind, target_id, begin, finish, value, lighting, reason, author)
     try:
         resolved = resolve_override(site, SiteLayout.from_config(site), request)
     except OverrideRefused as exc:
-        _fail(str(exc))
+        fail(str(exc))
     with _open(site, db) as history:
         try:
             record = history.add_override(request, now)
         except (HistoryError, ValueError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
     if as_json:
         typer.echo(json.dumps(_as_json(record)))
         return
@@ -200,14 +189,14 @@ def list_(
     db: DbOption = None,
 ) -> None:
     """List the overrides in force or upcoming (with --all: every one ever stored)."""
-    site = _load(file)
+    site = load_site_or_exit(file)
     tz = ZoneInfo(site.site.timezone)
     now = datetime.now(UTC)
     with _open(site, db) as history:
         try:
             records = history.overrides(None if all_ else now, upcoming=True, limit=100_000)
         except HistoryError as exc:
-            _fail(str(exc))
+            fail(str(exc))
     if as_json:
         typer.echo(json.dumps([_as_json(r) for r in records]))
         return
@@ -224,13 +213,13 @@ def cancel(
     db: DbOption = None,
 ) -> None:
     """End an override now (one not started yet never takes effect)."""
-    site = _load(file)
+    site = load_site_or_exit(file)
     tz = ZoneInfo(site.site.timezone)
     now = datetime.now(UTC)
     with _open(site, db) as history:
         try:
             record = history.cancel_override(override_id, now)
         except (OverrideNotFound, OverrideAlreadyEnded, HistoryError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
     typer.echo(f"override {record.id} cancelled")
     typer.echo(_line(record, tz, now))

@@ -16,18 +16,20 @@ import sys
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import typer
 
 from laterne.models.layout import SiteLayout
-from laterne.models.site import SiteConfig, SiteConfigError, load_site
+from laterne.models.site import SiteConfig
 from laterne.simulations.kpis import Kpis, Savings, kpis, savings
 from laterne.simulations.readout import ReadoutError
 from laterne.simulations.runner import SimulationError, params_for_step
 from laterne.simulations.scenarios import SCENARIOS, iter_scenarios
+
+from .cli_exit import fail, load_site_or_exit
 
 __all__ = ["register", "simulate"]
 
@@ -42,19 +44,6 @@ def register(app: typer.Typer) -> None:
     app.command("simulate")(simulate)
 
 
-def _fail(message: str) -> NoReturn:
-    typer.echo(message, err=True)
-    raise typer.Exit(code=2)
-
-
-def _load(path: Path) -> SiteConfig:
-    try:
-        return load_site(path)
-    except SiteConfigError as exc:  # as `laterne validate` reports it
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(code=2) from None
-
-
 def _start(text: str | None, tz: ZoneInfo) -> datetime:
     """Local midnight today, or the ISO date/time given (naive: the site's local time)."""
     if text is None:
@@ -65,7 +54,7 @@ def _start(text: str | None, tz: ZoneInfo) -> datetime:
         try:
             t = datetime.combine(date.fromisoformat(text), datetime.min.time())
         except ValueError:
-            _fail(f"--start: not an ISO 8601 date or time: {text!r}")
+            fail(f"--start: not an ISO 8601 date or time: {text!r}")
     return t if t.tzinfo is not None else t.replace(tzinfo=tz)
 
 
@@ -269,20 +258,20 @@ def simulate(
     The runs share the plant, its weather and its traffic (the same seed).
     Energies are the plant's; cost and CO2 the site's tariff.
     """
-    site = _load(file)
+    site = load_site_or_exit(file)
     tz = ZoneInfo(site.site.timezone)
     begin = _start(start, tz).astimezone(UTC)
     if not days > 0:
-        _fail("--days must be more than 0")
+        fail("--days must be more than 0")
     end = begin + timedelta(days=days)
     if step_s is not None and step_min is not None:
-        _fail("give --step-min or --step-s, not both")
+        fail("give --step-min or --step-s, not both")
     if step_s is not None:
         if not step_s > 0:
-            _fail("--step-s must be more than 0")
+            fail("--step-s must be more than 0")
     elif step_min is not None:
         if not step_min > 0:
-            _fail("--step-min must be more than 0")
+            fail("--step-min must be more than 0")
         step_s = step_min * 60.0
     else:
         step_s = 900.0
@@ -307,7 +296,7 @@ def simulate(
             results.append(result)
             progress.next_run(result.n_steps)
     except (SimulationError, ReadoutError) as exc:
-        _fail(f"cannot simulate {file}: {exc}")
+        fail(f"cannot simulate {file}: {exc}")
     finally:
         progress.close()
     figures = [kpis(r) for r in results]
